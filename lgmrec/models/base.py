@@ -1,0 +1,62 @@
+"""The contract every model follows.
+
+A model is a ``torch.nn.Module`` built from explicit, typed constructor arguments (counts, sparse
+graph tensors, frozen feature tensors, hyperparameters); it never reads files or global config.
+Three methods make the contract:
+
+- ``forward()`` returns :class:`Embeddings`, the final user and item representations;
+- ``loss(users, pos_items, neg_items)`` returns the scalar training loss of a BPR batch;
+- ``score(users, embeddings)`` returns scores of ``users`` against all items (default: dot product).
+
+The trainer and the evaluator only use these, plus two optional hooks below.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class Embeddings(NamedTuple):
+    users: torch.Tensor  # (n_users, d)
+    items: torch.Tensor  # (n_items, d)
+
+
+class Recommender(nn.Module):
+    n_users: int
+    n_items: int
+    #: When True the evaluator calls ``forward()`` again for every batch of evaluated users
+    #: (the official LGMRec evaluation, whose forward pass is stochastic). Otherwise once per pass.
+    forward_per_eval_batch: bool = False
+
+    def forward(self) -> Embeddings:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(
+        self, users: torch.Tensor, pos_items: torch.Tensor, neg_items: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, users: torch.Tensor, embeddings: Embeddings) -> torch.Tensor:
+        """Scores of ``users`` (1-d ids) against every item: ``(len(users), n_items)``."""
+        return embeddings.users[users] @ embeddings.items.T
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook for models that refresh derived state once per epoch (default: nothing)."""
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def bpr_loss(user_emb: torch.Tensor, pos_emb: torch.Tensor, neg_emb: torch.Tensor) -> torch.Tensor:
+    """``mean(-log sigmoid(s(u, p) - s(u, n)))`` with dot-product scores."""
+    pos = (user_emb * pos_emb).sum(dim=1)
+    neg = (user_emb * neg_emb).sum(dim=1)
+    return -torch.nn.functional.logsigmoid(pos - neg).mean()
+
+
+def xavier_embedding(n_rows: int, dim: int) -> nn.Parameter:
+    """A Xavier-uniform initialised trainable table, as all MMRec models use."""
+    return nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_rows, dim)))

@@ -1,0 +1,85 @@
+"""LightGCN (He et al., SIGIR 2020): ID embeddings averaged over graph-propagation layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import graph
+from ..data import InteractionData
+from ..errors import ConfigError
+from . import ModelSpec
+from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
+
+
+@dataclass
+class LightGCNConfig:
+    embedding_dim: int = 64
+    n_layers: int = 2
+    reg_weight: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim < 1 or self.n_layers < 0 or self.reg_weight < 0:
+            raise ConfigError(
+                "LightGCN needs embedding_dim >= 1, n_layers >= 0 and reg_weight >= 0"
+            )
+
+
+def lightgcn_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Mean of ``[E, A E, ..., A^L E]`` (a pure function, shared with LGMRec's CGE)."""
+    return torch.stack(graph.propagate(adjacency, ego, n_layers), dim=0).mean(dim=0)
+
+
+class LightGCN(Recommender):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        norm_adjacency: torch.Tensor,
+        embedding_dim: int = 64,
+        n_layers: int = 2,
+        reg_weight: float = 1e-4,
+    ):
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.n_layers, self.reg_weight = n_layers, reg_weight
+        self.register_buffer("norm_adjacency", norm_adjacency, persistent=False)
+        self.user_embedding = xavier_embedding(n_users, embedding_dim)
+        self.item_embedding = xavier_embedding(n_items, embedding_dim)
+
+    def forward(self) -> Embeddings:
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        users, items = lightgcn_embeddings(self.norm_adjacency, ego, self.n_layers).split(
+            [self.n_users, self.n_items]
+        )
+        return Embeddings(users, items)
+
+    def loss(self, users, pos_items, neg_items) -> torch.Tensor:
+        emb = self.forward()
+        u, p, n = emb.users[users], emb.items[pos_items], emb.items[neg_items]
+        # regularise the ego (layer-0) embeddings, as MMRec's LightGCN does
+        ego = (
+            self.user_embedding[users].pow(2).sum()
+            + self.item_embedding[pos_items].pow(2).sum()
+            + self.item_embedding[neg_items].pow(2).sum()
+        ) / len(users)
+        return bpr_loss(u, p, n) + self.reg_weight * ego
+
+
+def build(data: InteractionData, config: LightGCNConfig) -> LightGCN:
+    adjacency = graph.to_torch(graph.normalized_adjacency(data.train_matrix))
+    return LightGCN(
+        data.n_users, data.n_items, adjacency, config.embedding_dim, config.n_layers,
+        config.reg_weight,
+    )
+
+
+SPEC = ModelSpec(
+    name="lightgcn",
+    label="LightGCN",
+    config_class=LightGCNConfig,
+    build=build,
+    multimodal=False,
+    search_grid={"reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], "n_layers": [1, 2, 3, 4]},
+)

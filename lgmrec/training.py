@@ -1,0 +1,206 @@
+"""Training with early stopping, exactly per ``shared/spec/protocol.md``.
+
+One epoch is one pass over the shuffled training pairs in batches; each positive gets one negative
+drawn uniformly from the items of the training split, redrawn while it is in the user's training
+history. After every epoch the model is evaluated on validation; training stops on the
+(patience + 1)-th consecutive epoch without a strict improvement of the validation metric
+(rounded, as upstream) and the reported test metrics are those of the best-validation epoch.
+Epochs are numbered from 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig, asdict
+from .data import InteractionData
+from .evaluation import evaluate
+from .errors import LGMRecError
+from .models import get_model_spec, resolve_model_config
+from .models.base import Recommender
+from .provenance import code_version, environment
+
+
+class TrainingDiverged(LGMRecError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    config: dict[str, Any]
+    seed: int
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None
+    best_epoch: int = 0
+    epochs_run: int = 0
+    valid: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)  # test split, best epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds_per_epoch: float = math.nan  # median
+    eval_seconds: float = math.nan  # median per evaluation pass
+    n_parameters: int = 0
+    peak_memory_mb: float = math.nan
+    code_version: str = field(default_factory=code_version)
+    environment: dict[str, Any] = field(default_factory=environment)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able summary (everything but the per-user vectors)."""
+        record = {k: v for k, v in self.__dict__.items() if k != "per_user"}
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch generator for shuffling and negatives.
+
+    Also asks torch for deterministic kernels: on CPU, the backward of ``x[index]`` otherwise
+    accumulates with several threads in a varying order, and metrics drift between equal runs.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class NegativeSampler:
+    """Vectorised uniform negatives from the training item pool, avoiding training positives."""
+
+    def __init__(self, data: InteractionData, max_rounds: int = 100):
+        train = data.splits["train"]
+        self.n_items = data.n_items
+        self.pool = torch.from_numpy(data.train_items)
+        self.positive_keys = torch.from_numpy(np.unique(train[:, 0] * data.n_items + train[:, 1]))
+        self.max_rounds = max_rounds
+
+    def _is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        keys = users * self.n_items + items
+        index = torch.searchsorted(self.positive_keys, keys).clamp(max=len(self.positive_keys) - 1)
+        return self.positive_keys[index] == keys
+
+    def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        negatives = self.pool[torch.randint(len(self.pool), users.shape, generator=generator)]
+        redraw = self._is_positive(users, negatives)
+        for _ in range(self.max_rounds):  # a user who has every pool item keeps a positive
+            if not redraw.any():
+                break
+            fresh = self.pool[torch.randint(len(self.pool), (int(redraw.sum()),), generator=generator)]
+            negatives[redraw] = fresh
+            redraw[redraw.clone()] = self._is_positive(users[redraw], fresh)
+        return negatives
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_model(
+    data: InteractionData,
+    model_name: str,
+    model_config: Any | None = None,
+    train_config: TrainConfig | None = None,
+    seed: int = 999,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    quiet: bool = True,
+) -> RunResult:
+    """Train one model on ``data`` with one seed and return its metrics.
+
+    ``model_config`` (a dataclass) wins over ``preset`` + ``overrides``; a NaN/Inf loss is
+    returned as a run with ``status="failed"`` and the reason in ``error``.
+    """
+    spec = get_model_spec(model_name)
+    train_config = train_config or TrainConfig()
+    if model_config is None:
+        model_config = resolve_model_config(spec, data.name, preset, overrides)
+    result = RunResult(
+        config={
+            "dataset": data.name,
+            "dataset_source": data.source,
+            "model": spec.name,
+            "preset": preset or spec.default_preset,
+            "model_params": asdict(model_config),
+            "train": asdict(train_config),
+        },
+        seed=seed,
+    )
+    generator = seed_everything(seed)
+    device = resolve_device(train_config.device)
+    model = spec.build(data, model_config).to(device)
+    result.n_parameters = model.trainable_parameter_count()
+    try:
+        _fit(model, data, train_config, generator, result, device, quiet)
+    except TrainingDiverged as exc:
+        result.status, result.error = "failed", str(exc)
+    result.peak_memory_mb = _peak_memory_mb(device)
+    return result
+
+
+def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResult, device, quiet) -> None:
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    sampler = NegativeSampler(data)
+    train_pairs = torch.from_numpy(data.splits["train"])
+    best_score, stale_epochs = -math.inf, 0
+    epoch_seconds, eval_seconds = [], []
+    progress = tqdm(
+        total=cfg.max_epochs, desc=f"{result.config['model']} {data.name} seed {result.seed}",
+        disable=quiet, leave=False, unit="epoch",
+    )
+    for epoch in range(1, cfg.max_epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        model.on_epoch_start(epoch)
+        pairs = train_pairs[torch.randperm(len(train_pairs), generator=generator)]
+        negatives = sampler.sample(pairs[:, 0], generator)
+        total_loss = 0.0
+        for begin in range(0, len(pairs), cfg.batch_size):
+            users = pairs[begin: begin + cfg.batch_size, 0].to(device)
+            positives = pairs[begin: begin + cfg.batch_size, 1].to(device)
+            loss = model.loss(users, positives, negatives[begin: begin + cfg.batch_size].to(device))
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"training loss is {loss.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+        epoch_seconds.append(time.perf_counter() - start)
+
+        valid = evaluate(model, data, "valid", cfg.topk, cfg.eval_batch_users)
+        eval_seconds.append(valid.seconds)
+        score = valid.means[cfg.valid_metric]
+        result.history.append({"epoch": epoch, "loss": total_loss, cfg.valid_metric: score})
+        result.epochs_run = epoch
+        if round(score, cfg.stopping_decimals) > round(best_score, cfg.stopping_decimals):
+            best_score, stale_epochs = score, 0
+            test = evaluate(model, data, "test", cfg.topk, cfg.eval_batch_users)
+            result.best_epoch, result.valid, result.test = epoch, valid.means, test.means
+            result.per_user = test.per_user
+        else:
+            stale_epochs += 1
+        progress.update()
+        progress.set_postfix(loss=f"{total_loss:.4f}", valid=f"{score:.4f}", best=f"{best_score:.4f}")
+        if stale_epochs > cfg.patience:
+            break
+    progress.close()
+    result.train_seconds_per_epoch = statistics.median(epoch_seconds)
+    result.eval_seconds = statistics.median(eval_seconds)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

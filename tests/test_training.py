@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from lgmrec.config import TrainConfig
+from lgmrec.training import NegativeSampler, train_model
+
+
+def test_negatives_come_from_the_training_pool_and_avoid_positives(tiny_data):
+    sampler = NegativeSampler(tiny_data)
+    users = torch.from_numpy(tiny_data.splits["train"][:, 0]).repeat(5)
+    negatives = sampler.sample(users, torch.Generator().manual_seed(0)).numpy()
+    positives = set(map(tuple, tiny_data.splits["train"]))
+    assert not any((u, i) in positives for u, i in zip(users.numpy(), negatives))
+    assert set(negatives) <= set(tiny_data.train_items)
+    assert len(set(negatives)) > 0.8 * len(tiny_data.train_items)  # uniform, not a few items
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "lgmrec"])
+def test_same_seed_same_metrics_and_training_helps(tiny_data, model):
+    config = TrainConfig(max_epochs=6, patience=2, batch_size=512, device="cpu")
+    first = train_model(tiny_data, model, train_config=config, seed=5)
+    second = train_model(tiny_data, model, train_config=config, seed=5)
+    assert first.status == "ok" and first.test == second.test and first.history == second.history
+    assert set(first.test) == {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)}
+    assert len(first.per_user["recall@20"]) == len(np.unique(tiny_data.splits["test"][:, 0]))
+    assert np.isclose(first.per_user["recall@20"].mean(), first.test["recall@20"])
+    losses = [h["loss"] for h in first.history]
+    assert losses[-1] < losses[0]
+
+
+def test_early_stopping_and_best_epoch_test_metrics(tiny_data):
+    config = TrainConfig(max_epochs=60, patience=3, batch_size=512, device="cpu")
+    result = train_model(tiny_data, "bpr", train_config=config, seed=1, overrides={"embedding_dim": 8})
+    scores = [round(h["recall@20"], 4) for h in result.history]
+    best = max(range(len(scores)), key=lambda e: (scores[e], -e))  # first epoch of the max
+    assert result.best_epoch == best + 1
+    assert result.valid["recall@20"] == result.history[best]["recall@20"]
+    if result.epochs_run < 60:  # stopped early: exactly patience + 1 stale epochs after the best
+        assert result.epochs_run == result.best_epoch + config.patience + 1
+
+
+def test_a_diverging_run_is_reported_as_failed(tiny_data, monkeypatch):
+    from lgmrec.models.bpr import BPR
+
+    monkeypatch.setattr(BPR, "loss", lambda self, u, p, n: self.user_embedding.sum() * float("nan"))
+    result = train_model(tiny_data, "bpr", train_config=TrainConfig(max_epochs=3, device="cpu"))
+    assert result.status == "failed" and "nan" in result.error and result.test == {}
+    assert result.to_record()["status"] == "failed"
