@@ -92,9 +92,10 @@ def hypergraph_propagate(
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
     """Summed InfoNCE with cosine similarity (one direction: anchor -> candidates)."""
-    anchor, positive, candidates = (F.normalize(x, dim=1) for x in (anchor, positive, candidates))
-    positive_logit = (anchor * positive).sum(dim=1) / tau
-    all_logits = anchor @ candidates.T / tau
+    # 1/tau is folded into the (batch x d) anchor rather than the (batch x n) logit matrix
+    anchor = F.normalize(anchor, dim=1) / tau
+    positive_logit = (anchor * F.normalize(positive, dim=1)).sum(dim=1)
+    all_logits = anchor @ F.normalize(candidates, dim=1).T
     return -(positive_logit - torch.logsumexp(all_logits, dim=1)).sum()
 
 
