@@ -46,13 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _optional_registrars():
     """Parsers contributed by the data and pipeline modules."""
-    registrars = []
-    try:  # LEAD-TEMP: remove guards once both modules have landed
-        from .datasets.cli import add_data_parser
-        registrars.append(add_data_parser)
-    except ModuleNotFoundError:
-        pass
-    try:
+    from .datasets.cli import add_data_parser
+
+    registrars = [add_data_parser]
+    try:  # LEAD-TEMP: remove the guard once the pipeline module has landed
         from .pipeline import add_grid_parsers
         registrars.append(add_grid_parsers)
     except ModuleNotFoundError:
