@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import TrainConfig, build_dataclass, field_names, parse_assignments
+from .config import TrainConfig, field_names, parse_assignments
 from .errors import ConfigError, LGMRecError
 
 EXIT_FAILED_RUN = 1
@@ -98,14 +98,14 @@ def split_overrides(assignments: dict) -> tuple[dict, dict]:
 
 def run_train(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .training import train_model
+    from .training import train_config_for, train_model
 
     train_values, model_values = split_overrides(parse_assignments(args.assignments))
     if args.max_epochs is not None:
         train_values["max_epochs"] = args.max_epochs
     if args.device is not None:
         train_values["device"] = args.device
-    train_config = build_dataclass(TrainConfig, train_values)
+    train_config = train_config_for(args.model, train_values)
     output = Path(args.output)
     if not output.parent.is_dir():
         raise ConfigError(f"{output}: output folder does not exist")

@@ -22,6 +22,9 @@ class TrainConfig:
     patience: int = 20  # stop on the (patience + 1)-th epoch without strict improvement
     batch_size: int = 2048
     learning_rate: float = 1e-3
+    # MMRec's learning_rate_scheduler: lr * lr_decay ** (epoch / lr_decay_epochs); 1.0 = constant
+    lr_decay: float = 1.0
+    lr_decay_epochs: int = 50
     eval_batch_users: int = 4096  # users scored at once (MMRec's eval batch)
     topk: tuple[int, ...] = (5, 10, 20, 50)
     valid_metric: str = "recall@20"
@@ -29,7 +32,9 @@ class TrainConfig:
     device: str = "auto"  # "auto": CUDA when available, else CPU
 
     def __post_init__(self) -> None:
-        _positive(self, "max_epochs", "batch_size", "eval_batch_users")
+        _positive(self, "max_epochs", "batch_size", "eval_batch_users", "lr_decay_epochs")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if not self.learning_rate > 0:

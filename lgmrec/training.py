@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig, asdict
+from .config import TrainConfig, asdict, build_dataclass
 from .data import InteractionData
 from .evaluation import evaluate
 from .errors import LGMRecError
@@ -102,6 +102,11 @@ class NegativeSampler:
         return negatives
 
 
+def train_config_for(model_name: str, values: dict[str, Any] | None = None) -> TrainConfig:
+    """The protocol's TrainConfig, with the model's own training defaults, then ``values``."""
+    return build_dataclass(TrainConfig, {**get_model_spec(model_name).train_defaults, **(values or {})})
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -124,7 +129,7 @@ def train_model(
     returned as a run with ``status="failed"`` and the reason in ``error``.
     """
     spec = get_model_spec(model_name)
-    train_config = train_config or TrainConfig()
+    train_config = train_config or train_config_for(model_name)
     if model_config is None:
         model_config = resolve_model_config(spec, data.name, preset, overrides)
     result = RunResult(
@@ -152,6 +157,9 @@ def train_model(
 
 def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResult, device, quiet) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs)
+    )
     sampler = NegativeSampler(data)
     train_pairs = torch.from_numpy(data.splits["train"])
     best_score, stale_epochs = -math.inf, 0
@@ -166,7 +174,7 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
         model.on_epoch_start(epoch)
         pairs = train_pairs[torch.randperm(len(train_pairs), generator=generator)]
         negatives = sampler.sample(pairs[:, 0], generator)
-        total_loss = 0.0
+        total_loss, learning_rate = 0.0, optimizer.param_groups[0]["lr"]
         for begin in range(0, len(pairs), cfg.batch_size):
             users = pairs[begin: begin + cfg.batch_size, 0].to(device)
             positives = pairs[begin: begin + cfg.batch_size, 1].to(device)
@@ -177,12 +185,15 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
             loss.backward()
             optimizer.step()
             total_loss += loss.item()
+        scheduler.step()
         epoch_seconds.append(time.perf_counter() - start)
 
         valid = evaluate(model, data, "valid", cfg.topk, cfg.eval_batch_users)
         eval_seconds.append(valid.seconds)
         score = valid.means[cfg.valid_metric]
-        result.history.append({"epoch": epoch, "loss": total_loss, cfg.valid_metric: score})
+        result.history.append(
+            {"epoch": epoch, "loss": total_loss, "learning_rate": learning_rate, cfg.valid_metric: score}
+        )
         result.epochs_run = epoch
         if round(score, cfg.stopping_decimals) > round(best_score, cfg.stopping_decimals):
             best_score, stale_epochs = score, 0

@@ -51,6 +51,8 @@ class ModelSpec:
     default_preset: str | None = None
     #: hyperparameter -> values searched by the original authors / MMRec
     search_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    #: TrainConfig values this model's reference configuration changes (e.g. a learning-rate decay)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 def available_models() -> list[str]:

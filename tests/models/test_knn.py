@@ -1,0 +1,97 @@
+"""Chunked kNN item graphs against dense references, and their on-disk cache."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lgmrec.cache import fingerprint
+from lgmrec.errors import ConfigError
+from lgmrec.models import knn
+
+
+@pytest.fixture
+def features():
+    return np.random.default_rng(0).normal(size=(57, 12)).astype(np.float32)
+
+
+def dense_topk(x: np.ndarray, k: int):
+    t = torch.tensor(x)
+    sim = F.normalize(t, dim=1) @ F.normalize(t, dim=1).T
+    return sim, sim.topk(k, dim=1)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 57, 500])
+def test_chunked_topk_equals_dense(features, chunk_rows):
+    values, indices = knn.cosine_topk(torch.tensor(features), 5, chunk_rows=chunk_rows)
+    _, expected = dense_topk(features, 5)
+    assert torch.equal(indices, expected.indices)
+    torch.testing.assert_close(values, expected.values)
+    assert torch.equal(indices[:, 0], torch.arange(57))  # an item is its own nearest neighbour
+
+
+def test_sparse_graph_and_normalisations_equal_dense(features):
+    sim, top = dense_topk(features, 4)
+    dense = torch.zeros_like(sim).scatter(1, top.indices, top.values)
+    graph = knn.knn_graph(features, 4, chunk_rows=10)
+    assert graph.nnz == 57 * 4
+    np.testing.assert_allclose(graph.toarray(), dense.numpy(), rtol=1e-6, atol=1e-7)
+
+    d = dense.sum(1).pow(-0.5)
+    np.testing.assert_allclose(knn.symmetric_normalize_weighted(graph).toarray(),
+                               (d[:, None] * dense * d[None, :]).numpy(), rtol=1e-5, atol=1e-7)
+    binary = (dense != 0).float()
+    db = (binary.sum(1) + 1e-7).pow(-0.5)
+    np.testing.assert_allclose(knn.symmetric_normalize_binary(graph).toarray(),
+                               (db[:, None] * binary * db[None, :]).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_learned_graph_values_gradients_and_propagation(features):
+    x = torch.tensor(features, requires_grad=True)
+    indices, values = knn.learned_knn(x, 6, chunk_rows=8)
+    weights = knn.symmetric_knn_weights(indices, values)
+    h = torch.randn(57, 3, generator=torch.Generator().manual_seed(1))
+    out = knn.gather_propagate(indices, weights, h)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+
+    x2 = torch.tensor(features, requires_grad=True)
+    normed = x2 / x2.norm(dim=1, keepdim=True)
+    sim = normed @ normed.T
+    top = sim.topk(6, dim=1)
+    adjacency = torch.zeros_like(sim).scatter(1, top.indices, top.values)
+    d = adjacency.sum(1).pow(-0.5)
+    expected = (d[:, None] * adjacency * d[None, :]) @ h
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x2)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    dense_operator = (d[:, None] * adjacency * d[None, :]).detach()
+    torch.testing.assert_close(knn.knn_as_dense(indices, weights.detach(), 57), dense_operator)
+
+
+def test_cache_reuses_entries_and_keys_on_the_feature_content(features, tmp_path, monkeypatch):
+    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path))
+    calls = []
+    original = knn.knn_graph
+    monkeypatch.setattr(knn, "knn_graph", lambda x, k: calls.append(k) or original(x, k))
+
+    first = knn.cached_knn_graph(features, 5)
+    second = knn.cached_knn_graph(features, 5)
+    assert calls == [5] and (first != second).nnz == 0
+    assert len(list(tmp_path.glob("knn-cosine-*.npz"))) == 1
+
+    changed = features.copy()
+    changed[3, 2] += 1.0
+    assert fingerprint(changed, 5, knn.GRAPH_VERSION) != fingerprint(features, 5, knn.GRAPH_VERSION)
+    third = knn.cached_knn_graph(changed, 5)
+    assert calls == [5, 5] and len(list(tmp_path.glob("knn-cosine-*.npz"))) == 2
+    np.testing.assert_allclose(third.toarray(), original(changed, 5).toarray())
+    knn.cached_knn_graph(features, 6)  # another k is another entry
+    assert calls == [5, 5, 6]
+
+
+def test_invalid_k_and_missing_modalities(features, tiny_data):
+    with pytest.raises(ConfigError, match="knn_k"):
+        knn.cosine_topk(torch.tensor(features), 58)
+    with pytest.raises(ConfigError, match="audio"):
+        knn.select_features(tiny_data, ("audio",))
+    assert list(knn.select_features(tiny_data, ("text", "image"))) == ["image", "text"]

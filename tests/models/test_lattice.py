@@ -1,0 +1,156 @@
+"""LATTICE: learned + frozen kNN item graphs, rebuilt once per epoch, against a dense re-derivation."""
+
+import pytest
+import torch
+
+from lgmrec.errors import ConfigError
+from lgmrec.models import get_model_spec, resolve_model_config
+
+from .mm_baseline_checks import (
+    check_shapes,
+    gradient_report,
+    make_model,
+    same_seed_same_run,
+    small_dataset,
+    training_batch,
+    untrained_and_trained_recall,
+)
+
+ALL_PARAMETERS = {
+    "user_embedding", "item_embedding", "modal_weight", "features.image", "features.text",
+    "projection.image.weight", "projection.image.bias", "projection.text.weight", "projection.text.bias",
+}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def dense_knn_laplacian(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Upstream's build_sim -> build_knn_neighbourhood (weighted), un-normalised."""
+    normed = x / x.norm(dim=1, keepdim=True)
+    sim = normed @ normed.T
+    top = sim.topk(k, dim=1)
+    return torch.zeros_like(sim).scatter(1, top.indices, top.values)
+
+
+def sym_normalize(adjacency: torch.Tensor) -> torch.Tensor:
+    d = adjacency.sum(1).pow(-0.5)
+    d[torch.isinf(d)] = 0
+    return d[:, None] * adjacency * d[None, :]
+
+
+def dense_item_operator(model, data) -> torch.Tensor:
+    """The item graph of upstream's forward(build_item_graph=True), with dense matrices."""
+    cfg = model.config
+    weights = torch.softmax(model.modal_weight, 0)
+    learned, frozen = 0, 0
+    for i, m in enumerate(model.modalities):
+        raw = torch.tensor(data.features[m])
+        projected = model.projection[m](model.features[m])
+        learned = learned + weights[i] * dense_knn_laplacian(projected, cfg.knn_k)
+        frozen = frozen + weights[i] * sym_normalize(dense_knn_laplacian(raw, cfg.knn_k))
+    return (1 - cfg.lambda_coeff) * sym_normalize(learned) + cfg.lambda_coeff * frozen
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_item_propagation_and_its_gradients_equal_the_dense_upstream(tiny_data, n_layers):
+    model = make_model("lattice", tiny_data, n_layers=n_layers)
+    target = torch.randn(tiny_data.n_items, 64, generator=torch.Generator().manual_seed(0))
+
+    ours = model.propagate_items(model.learn_item_graph())
+    (ours * target).sum().backward()
+    our_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    operator = dense_item_operator(model, tiny_data)
+    expected = model.item_embedding
+    for _ in range(n_layers):
+        expected = operator @ expected
+    (expected * target).sum().backward()
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    assert set(our_grads) == ALL_PARAMETERS - {"user_embedding"}
+    for name, grad in our_grads.items():
+        torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, rtol=1e-3, atol=1e-5)
+
+
+def test_shapes_and_gradients_on_the_first_and_later_batches(tiny_data):
+    model = make_model("lattice", tiny_data)
+    check_shapes(model, tiny_data)
+    model.on_epoch_start(1)
+    reached, missed = gradient_report(model, tiny_data)
+    assert reached == ALL_PARAMETERS and not missed
+    # Later batches of the epoch reuse the graph detached (upstream's item_adj.detach()): only the
+    # ID embeddings learn from them.
+    reached, missed = gradient_report(model, tiny_data)
+    assert reached == {"user_embedding", "item_embedding"}
+
+
+def test_graph_is_rebuilt_each_epoch_and_for_evaluation(tiny_data):
+    model = make_model("lattice", tiny_data)
+    users, pos, neg = training_batch(tiny_data)
+    model.on_epoch_start(1)
+    model.loss(users, pos, neg)
+    stored = model._graph
+    with torch.no_grad():
+        model.projection["image"].weight.add_(0.5)
+    model.loss(users, pos, neg)
+    assert model._graph is stored  # same epoch: reused
+    model.on_epoch_start(2)
+    model.loss(users, pos, neg)
+    assert not torch.equal(model._graph.learned["image"][1], stored.learned["image"][1])
+    model.eval()
+    with torch.no_grad():
+        first, second = model(), model()
+    assert torch.equal(first.items, second.items)
+
+
+def test_user_item_adjacency_is_random_walk_with_self_loops(tiny_data):
+    model = make_model("lattice", tiny_data)
+    dense = model.norm_adjacency.to_dense()
+    torch.testing.assert_close(dense.sum(1), torch.ones(dense.shape[0]))
+    n_u = tiny_data.n_users
+    degree = torch.tensor(tiny_data.train_matrix.sum(1)).ravel() + 1
+    torch.testing.assert_close(dense.diagonal()[:n_u], 1 / degree.float())
+
+
+@pytest.mark.parametrize("modalities", [("image",), ("text",)])
+def test_one_modality_has_no_modal_weight(tiny_data, modalities):
+    model = make_model("lattice", tiny_data, modalities=modalities)
+    check_shapes(model, tiny_data)
+    model.on_epoch_start(1)
+    reached, missed = gradient_report(model, tiny_data)
+    m = modalities[0]
+    assert reached == {"user_embedding", "item_embedding", f"features.{m}",
+                       f"projection.{m}.weight", f"projection.{m}.bias"} and not missed
+
+
+def test_mf_backbone_and_frozen_features(tiny_data):
+    model = make_model("lattice", tiny_data, cf_model="mf", train_features=False)
+    check_shapes(model, tiny_data)
+    assert not any(n.startswith("features.") for n, _ in model.named_parameters())
+    model.eval()
+    with torch.no_grad():
+        emb = model()
+    torch.testing.assert_close(emb.users, model.user_embedding)
+
+
+def test_spec_and_validation():
+    spec = get_model_spec("lattice")
+    assert spec.label == "LATTICE" and spec.multimodal
+    config = resolve_model_config(spec, "sports")
+    assert (config.knn_k, config.lambda_coeff, config.n_layers, config.n_ui_layers) == (10, 0.9, 1, 2)
+    assert spec.search_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
+    for bad in ({"lambda_coeff": 1.5}, {"cf_model": "ngcf"}):
+        with pytest.raises(ConfigError, match="LATTICE|cf_model"):
+            resolve_model_config(spec, "baby", overrides=bad)
+
+
+def test_same_seed_same_run(tiny_data):
+    assert same_seed_same_run("lattice", tiny_data)
+
+
+def test_training_improves_validation_recall():
+    untrained, trained = untrained_and_trained_recall("lattice", small_dataset(), epochs=4)
+    assert trained > untrained + 0.05, (untrained, trained)
