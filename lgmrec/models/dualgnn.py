@@ -1,0 +1,348 @@
+"""DualGNN (Wang et al., IEEE TMM 2021): per-modality bipartite GCNs plus a user co-occurrence graph.
+
+Behaviour of MMRec's ``src/models/dualgnn.py`` with its ``DualGNN.yaml`` defaults:
+
+- per modality m: a trainable user preference table ``P_m`` and item content
+  ``MLP_1(leaky_relu(MLP(x_i)))`` (feature dim -> 4d -> d); ``X = normalize([P_m; content])``
+  (row-wise L2) is propagated over the user-item graph ``n_layers`` times and summed:
+  ``R_m = X + A X + A^2 X`` with ``A = D^-1/2 A D^-1/2`` (``aggr_mode 'add'``; ``'mean'`` uses
+  ``D^-1 A``). Item representation: ``sum_m R_m``;
+- user representation: a per-user softmax-initialised weighting of the modalities,
+  ``sum_m w_(u,m) R_m(u)`` (one modality: ``R_m(u)`` itself), then one step over the user
+  co-occurrence graph: ``h_u + sum_v s_(u,v) h_v``;
+- user co-occurrence graph (MMRec's ``preprocessing/dualgnn-gen-u-u-matrix.py`` then the model's
+  ``topk_sample``): every user's ``user_graph_k`` (40) users sharing the most training items
+  (self excluded); weights ``softmax`` of the shared-item counts over the k slots
+  (``user_aggr_mode 'mean'``: 1/k per slot). A user with fewer than k co-users fills the
+  missing slots, anew every epoch, by repeatedly copying a uniformly chosen already-filled slot
+  (so repeated users weigh more); a user with none gets no message;
+- loss: ``-mean(log2 sigmoid(pos - neg))`` (base-2 logarithm, as upstream) plus ``reg_weight``
+  times the mean squared preferences of the batch's users (each modality) and the mean squared
+  user and item modality weights (the item weights are only regularised, never used, as
+  upstream).
+
+Upstream quirk kept by default (``upstream_inplace_sum=True``): its ``representation += t_rep``
+adds in place to the image representation, so the user weighting actually combines
+``w_(u,image) (R_image + R_text) + w_(u,text) R_text``. ``upstream_inplace_sum=False`` gives the
+paper's ``w_(u,image) R_image + w_(u,text) R_text``. With more than two modalities the first
+modality's representation is the one that is replaced by the sum.
+
+Modalities: any non-empty subset (the modality weights have one column per modality).
+
+Deviations: the user-user graph is built here from the training split with scipy (``R R^T``
+in row chunks) and cached on disk under a fingerprint of the training matrix and k (upstream
+reads a precomputed ``user_graph_dict.npy`` built with a dense ``n_users^2`` matrix); ties in
+the shared-item count are broken towards lower user ids (upstream: ``torch.topk`` order); the
+slot filling uses torch's RNG (upstream: NumPy's). Upstream also builds node-dropped edge lists
+and three linear layers that its forward pass never uses; they are left out (they change no
+result, only upstream's parameter count). Upstream scores validation and test users with the
+representation cached in the last training batch (one optimiser step old); here ``forward()``
+recomputes it from the current parameters (with the current epoch's co-occurrence sample).
+
+Hyperparameters: ``embedding_size 64, n_layers 2, aggr_mode add`` from the yaml, ``k = 40`` and
+``user_aggr_mode softmax`` hard-coded upstream; ``reg_weight`` is searched in
+``{0.1, 0.01, 1e-3, 1e-4, 1e-5}`` (and ``learning_rate`` in :data:`TRAIN_SEARCH_GRID`); neither
+MMRec nor the LGMRec paper publishes the chosen value, so the default ``reg_weight 0.1`` is the
+DualGNN authors' own default (``--weight_decay`` in their ``parse.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import graph
+from ..cache import cached_sparse, fingerprint
+from ..data import InteractionData
+from ..errors import ConfigError
+from . import ModelSpec
+from .base import Embeddings, Recommender, bpr_loss
+from .knn import select_features
+from .mmgcn import bipartite_mean_adjacency
+
+USER_GRAPH_VERSION = "cooccurrence-topk-v1"  # part of the cache key: bump when the computation changes
+USER_GRAPH_CHUNK_ROWS = 2048
+LN2 = float(np.log(2.0))
+
+
+@dataclass
+class DualGNNConfig:
+    embedding_dim: int = 64
+    n_layers: int = 2  # user-item propagation steps of each modality GCN
+    aggr_mode: str = "add"  # 'add': D^-1/2 A D^-1/2; 'mean': D^-1 A
+    user_graph_k: int = 40  # co-occurring users kept per user
+    user_aggr_mode: str = "softmax"  # weights over the k slots: softmax of counts, or 'mean'
+    reg_weight: float = 0.1
+    upstream_inplace_sum: bool = True  # see the module docstring
+    modalities: tuple[str, ...] = ()  # a subset of the dataset's modalities (empty = all)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "embedding_dim >= 1": self.embedding_dim >= 1,
+            "n_layers >= 0": self.n_layers >= 0,
+            "aggr_mode in {'add', 'mean'}": self.aggr_mode in ("add", "mean"),
+            "user_graph_k >= 1": self.user_graph_k >= 1,
+            "user_aggr_mode in {'softmax', 'mean'}": self.user_aggr_mode in ("softmax", "mean"),
+            "reg_weight >= 0": self.reg_weight >= 0,
+        }
+        failed = [rule for rule, ok in checks.items() if not ok]
+        if failed:
+            raise ConfigError(f"DualGNN config violates: {', '.join(failed)}")
+
+
+# --------------------------------------------------------------------------- user-user graph
+
+def _row_count_id_order(rows: np.ndarray, counts: np.ndarray, cols: np.ndarray, n_cols: int) -> np.ndarray:
+    """Permutation sorting entries by row, then count descending, then column id.
+
+    Packs the three (non-negative integer) keys into one int64 when they fit, which sorts
+    several times faster than ``np.lexsort`` on the tens of millions of entries of a chunk.
+    """
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    counts = counts.astype(np.int64)
+    max_count = int(counts.max())
+    col_bits, count_bits = max(int(n_cols).bit_length(), 1), max(max_count.bit_length(), 1)
+    row_bits = max(int(rows.max()).bit_length(), 1)
+    if row_bits + count_bits + col_bits > 63:
+        return np.lexsort((cols, -counts, rows))
+    key = (rows.astype(np.int64) << (count_bits + col_bits)) | ((max_count - counts) << col_bits) | cols
+    return np.argsort(key, kind="stable")
+
+
+def user_cooccurrence_topk(
+    interactions: sp.spmatrix, k: int, chunk_rows: int = USER_GRAPH_CHUNK_ROWS
+) -> sp.csr_matrix:
+    """``n_users x n_users``: each user's ``k`` other users sharing the most items, with the count.
+
+    Computed as ``R[chunk] @ R^T`` block by block; within a row, larger counts first, ties to
+    the lower user id. Users sharing nothing with anyone have empty rows.
+    """
+    if k < 1:
+        raise ConfigError(f"user_graph_k must be >= 1, got {k}")
+    binary = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+    binary.sum_duplicates()
+    binary.eliminate_zeros()
+    binary.data[:] = 1.0  # a user-item pair counts once
+    transposed = binary.T.tocsr()
+    n_users = binary.shape[0]
+    rows_out, cols_out, counts_out = [], [], []
+    for start in range(0, n_users, chunk_rows):
+        block = (binary[start: start + chunk_rows] @ transposed).tocsr()
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        cols, counts = block.indices, block.data
+        other = (cols != rows + start) & (counts > 0)  # a user is not its own neighbour
+        rows, cols, counts = rows[other], cols[other], counts[other]
+        order = _row_count_id_order(rows, counts, cols, n_users)
+        rows, cols, counts = rows[order], cols[order], counts[order]
+        row_start = np.searchsorted(rows, np.arange(block.shape[0]))
+        rank = np.arange(len(rows)) - row_start[rows]
+        keep = rank < k
+        rows_out.append(rows[keep] + start)
+        cols_out.append(cols[keep])
+        counts_out.append(counts[keep])
+    matrix = sp.csr_matrix(
+        (np.concatenate(counts_out), (np.concatenate(rows_out), np.concatenate(cols_out))),
+        shape=(n_users, n_users),
+        dtype=np.float32,
+    )
+    matrix.sort_indices()
+    return matrix
+
+
+def cached_user_graph(interactions: sp.spmatrix, k: int) -> sp.csr_matrix:
+    """:func:`user_cooccurrence_topk`, computed once per distinct (training matrix, k)."""
+    key = fingerprint(sp.csr_matrix(interactions), k, USER_GRAPH_VERSION)
+    return cached_sparse("user-cooccurrence", key, lambda: user_cooccurrence_topk(interactions, k))
+
+
+def padded_neighbours(user_graph: sp.csr_matrix, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(index, count, n_neighbours)``: each row's (at most k) neighbours left-aligned in
+    ``(n_users, k)`` tables, strongest first; unused slots hold index 0 and count 0."""
+    graph_csr = sp.csr_matrix(user_graph)
+    n_users = graph_csr.shape[0]
+    sizes = np.diff(graph_csr.indptr)
+    if sizes.max(initial=0) > k:
+        raise ConfigError(f"user graph has rows with more than k={k} neighbours")
+    rows = np.repeat(np.arange(n_users), sizes)
+    order = np.lexsort((graph_csr.indices, -graph_csr.data, rows))
+    cols, counts = graph_csr.indices[order], graph_csr.data[order]
+    slots = np.arange(len(rows)) - graph_csr.indptr[rows]
+    index = np.zeros((n_users, k), dtype=np.int64)
+    count = np.zeros((n_users, k), dtype=np.float32)
+    index[rows, slots] = cols
+    count[rows, slots] = counts
+    return torch.from_numpy(index), torch.from_numpy(count), torch.from_numpy(sizes.astype(np.int64))
+
+
+def fill_slots(
+    index: torch.Tensor, count: torch.Tensor, n_neighbours: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upstream's slot filling: while a user has fewer than k slots, copy a uniformly chosen
+    already-filled slot (torch's RNG). Users without neighbours are left as they are."""
+    index, count = index.clone(), count.clone()
+    k = index.shape[1]
+    for slot in range(1, k):
+        short = torch.nonzero((n_neighbours > 0) & (n_neighbours <= slot)).squeeze(1)
+        if len(short) == 0:
+            continue
+        chosen = (torch.rand(len(short), device=index.device) * slot).long()
+        index[short, slot] = index[short, chosen]
+        count[short, slot] = count[short, chosen]
+    return index, count
+
+
+def slot_weights(count: torch.Tensor, n_neighbours: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-slot weights: softmax of the counts (or 1/k); zero for users without neighbours."""
+    if mode == "softmax":
+        weights = torch.softmax(count, dim=1)
+    else:
+        weights = torch.full_like(count, 1.0 / count.shape[1])
+    return weights * (n_neighbours > 0).unsqueeze(1).to(weights.dtype)
+
+
+# --------------------------------------------------------------------------- model
+
+class ModalityGCN(nn.Module):
+    """One modality: user preferences, a two-layer content MLP, and the summed propagation."""
+
+    def __init__(self, n_users: int, feature_dim: int, dim: int):
+        super().__init__()
+        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, dim)))
+        self.hidden = nn.Linear(feature_dim, 4 * dim)
+        self.output = nn.Linear(4 * dim, dim)
+
+    def forward(self, features: torch.Tensor, adjacency: torch.Tensor, n_layers: int) -> torch.Tensor:
+        content = self.output(F.leaky_relu(self.hidden(features)))
+        x = F.normalize(torch.cat([self.preference, content]))
+        return torch.stack(graph.propagate(adjacency, x, n_layers)).sum(dim=0)
+
+
+class DualGNN(Recommender):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adjacency: torch.Tensor,
+        neighbours: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        features: dict[str, torch.Tensor],
+        config: DualGNNConfig,
+    ):
+        """``adjacency``: the propagation matrix of the user-item graph (users then items);
+        ``neighbours``: the co-occurrence graph as :func:`padded_neighbours` gives it
+        (``(n_users, user_graph_k)`` indices and counts, and each user's neighbour count);
+        ``features``: frozen ``(n_items, dim)`` tables by modality."""
+        super().__init__()
+        if not features:
+            raise ConfigError("DualGNN needs at least one modality feature table")
+        self.n_users, self.n_items = n_users, n_items
+        self.config = config
+        self.modalities = list(features)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        for m, table in features.items():
+            self.register_buffer(f"features_{m}", table.float(), persistent=False)
+        index, count, sizes = neighbours
+        if index.shape != (n_users, config.user_graph_k) or count.shape != index.shape:
+            raise ConfigError(f"DualGNN neighbour tables must be ({n_users}, {config.user_graph_k})")
+        self.register_buffer("neighbour_index", index, persistent=False)
+        self.register_buffer("neighbour_count", count, persistent=False)
+        self.register_buffer("neighbour_total", sizes, persistent=False)
+        self.user_user: torch.Tensor | None = None  # this epoch's sampled co-occurrence matrix
+
+        d, n_modalities = config.embedding_dim, len(features)
+        self.gcn = nn.ModuleDict({m: ModalityGCN(n_users, t.shape[1], d) for m, t in features.items()})
+        self.user_modality_weight = nn.Parameter(self._softmax_init(n_users, n_modalities))
+        self.item_modality_weight = nn.Parameter(self._softmax_init(n_items, n_modalities))
+
+    @staticmethod
+    def _softmax_init(n_rows: int, n_modalities: int) -> torch.Tensor:
+        return torch.softmax(nn.init.xavier_normal_(torch.empty(n_rows, n_modalities, 1)), dim=1)
+
+    def sample_user_graph(self) -> torch.Tensor:
+        """This epoch's ``n_users x n_users`` weighted co-occurrence matrix (sparse CSR)."""
+        index, count = fill_slots(self.neighbour_index, self.neighbour_count, self.neighbour_total)
+        weights = slot_weights(count, self.neighbour_total, self.config.user_aggr_mode)
+        rows = torch.arange(self.n_users, device=index.device).repeat_interleave(index.shape[1])
+        keep = weights.reshape(-1) > 0
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([rows[keep], index.reshape(-1)[keep]]),
+            weights.reshape(-1)[keep],
+            (self.n_users, self.n_users),
+            check_invariants=False,
+        )
+        return matrix.coalesce().to_sparse_csr()  # repeated slots add up
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.user_user = self.sample_user_graph()
+
+    def forward(self) -> Embeddings:
+        if self.user_user is None or self.user_user.device != self.neighbour_index.device:
+            self.user_user = self.sample_user_graph()  # before any on_epoch_start(), or moved
+        reps = [
+            self.gcn[m](getattr(self, f"features_{m}"), self.adjacency, self.config.n_layers)
+            for m in self.modalities
+        ]
+        total = torch.stack(reps).sum(dim=0)
+        if self.config.upstream_inplace_sum:
+            reps[0] = total  # upstream's `representation += t_rep` also rewrites the first one
+        if len(reps) == 1:
+            users = reps[0][: self.n_users]
+        else:
+            per_modality = torch.stack([r[: self.n_users] for r in reps], dim=2)  # (n_users, d, M)
+            users = torch.matmul(per_modality, self.user_modality_weight).squeeze(2)
+        users = users + torch.sparse.mm(self.user_user, users)
+        return Embeddings(users, total[self.n_users:])
+
+    def loss(self, users, pos_items, neg_items) -> torch.Tensor:
+        emb = self.forward()
+        u = emb.users[users]
+        # upstream takes log2 of the sigmoid: the natural-log BPR loss divided by ln 2
+        total = bpr_loss(u, emb.items[pos_items], emb.items[neg_items]) / LN2
+        reg = sum(self.gcn[m].preference[users].pow(2).mean() for m in self.modalities)
+        reg = reg + self.user_modality_weight.pow(2).mean() + self.item_modality_weight.pow(2).mean()
+        return total + self.config.reg_weight * reg
+
+
+def propagation_matrix(interactions: sp.spmatrix, aggr_mode: str) -> sp.csr_matrix:
+    """'add': ``D^-1/2 A D^-1/2``; 'mean': ``D^-1 A`` (PyG's sum / mean aggregation upstream)."""
+    if aggr_mode == "add":
+        return graph.normalized_adjacency(interactions)
+    return bipartite_mean_adjacency(interactions)
+
+
+def build(data: InteractionData, config: DualGNNConfig) -> DualGNN:
+    features = select_features(data, config.modalities)
+    return DualGNN(
+        data.n_users,
+        data.n_items,
+        adjacency=graph.to_torch(propagation_matrix(data.train_matrix, config.aggr_mode)),
+        neighbours=padded_neighbours(
+            cached_user_graph(data.train_matrix, config.user_graph_k), config.user_graph_k
+        ),
+        features={m: torch.from_numpy(t) for m, t in features.items()},
+        config=config,
+    )
+
+
+MMREC_DEFAULTS = {
+    "embedding_dim": 64, "n_layers": 2, "aggr_mode": "add", "user_graph_k": 40,
+    "user_aggr_mode": "softmax", "reg_weight": 0.1,
+}
+#: Searched by MMRec alongside aggr_mode and reg_weight, but a training setting.
+TRAIN_SEARCH_GRID = {"learning_rate": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
+
+SPEC = ModelSpec(
+    name="dualgnn",
+    label="DualGNN",
+    config_class=DualGNNConfig,
+    build=build,
+    multimodal=True,
+    presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
+    default_preset="mmrec-default",
+    search_grid={"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]},
+)

@@ -1,0 +1,135 @@
+"""GRCN: per-modality edge attention, confidence-refined ID propagation, against dense algebra."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lgmrec.errors import ConfigError
+from lgmrec.models import get_model_spec, resolve_model_config
+from lgmrec.models.grcn import segment_softmax
+
+from .mm_baseline_checks import (
+    check_shapes,
+    gradient_report,
+    make_model,
+    training_batch,
+    untrained_and_trained_recall,
+)
+
+
+def dense_representation(model, data, route_steps: int = 0) -> torch.Tensor:
+    """The model's representation re-derived with dense (n_users x n_items) matrices."""
+    R = torch.tensor(data.train_matrix.toarray())
+    n_u = data.n_users
+    parts, to_item, to_user = [], [], []
+    for m in model.modalities:
+        att = model.attention[m]
+        f = F.normalize(F.leaky_relu(att.encoder(torch.from_numpy(data.features[m]))))
+        p = F.normalize(att.preference)
+        for _ in range(route_steps):
+            e = (p @ f.T).exp() * R
+            p = F.normalize(p + (e / e.sum(1, keepdim=True)) @ f)
+        e = (p @ f.T).exp() * R
+        a_item = e / e.sum(0, keepdim=True).clamp(min=1e-30)  # softmax over each item's users
+        a_user = e / e.sum(1, keepdim=True).clamp(min=1e-30)  # softmax over each user's items
+        parts.append(torch.cat([p + a_user @ f, f + a_item.T @ p]))
+        to_item.append(a_item)
+        to_user.append(a_user)
+    conf = model.confidence
+    w_item = torch.stack([a * conf[:n_u, k:k + 1] for k, a in enumerate(to_item)]).amax(0).relu()
+    w_user = torch.stack([a * conf[n_u:, k][None, :] for k, a in enumerate(to_user)]).amax(0).relu()
+    w_item, w_user = w_item * R, w_user * R
+
+    def propagate(x):
+        return torch.cat([w_user @ x[n_u:], w_item.T @ x[:n_u]])
+
+    x = F.normalize(model.id_embedding)
+    first = propagate(x)
+    return torch.cat([x + first + propagate(first), *parts], 1)
+
+
+ALL_PARAMETERS = {
+    "id_embedding", "confidence",
+    "attention.image.preference", "attention.image.encoder.weight", "attention.image.encoder.bias",
+    "attention.text.preference", "attention.text.encoder.weight", "attention.text.encoder.bias",
+}
+
+
+def test_shapes_and_every_parameter_trains(tiny_data):
+    model = make_model("grcn", tiny_data)
+    check_shapes(model, tiny_data, dim=64 + 2 * 64)  # ID part + one part per modality
+    reached, missed = gradient_report(model, tiny_data)
+    assert reached == ALL_PARAMETERS and not missed
+
+
+def test_representation_equals_dense_rederivation(tiny_data):
+    model = make_model("grcn", tiny_data)
+    with torch.no_grad():
+        expected = dense_representation(model, tiny_data)
+        torch.testing.assert_close(model.representation(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_upstream_routing_is_a_no_op_and_the_fix_routes_to_users(tiny_data):
+    faithful = make_model("grcn", tiny_data, n_routing=3)
+    no_routing = make_model("grcn", tiny_data, n_routing=0)
+    routed = make_model("grcn", tiny_data, n_routing=2, route_to_users=True)
+    with torch.no_grad():
+        torch.testing.assert_close(faithful.representation(), no_routing.representation())
+        assert not torch.allclose(routed.representation(), no_routing.representation(), atol=1e-3)
+        expected = dense_representation(routed, tiny_data, route_steps=2)
+        torch.testing.assert_close(routed.representation(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_segment_softmax_sums_to_one_per_group():
+    groups = torch.tensor([0, 2, 0, 2, 2, 3])
+    logits = torch.tensor([1.0, -2.0, 3.0, 0.5, 40.0, 7.0])
+    weights = segment_softmax(logits, groups, 5)
+    sums = torch.zeros(5).index_add(0, groups, weights)
+    torch.testing.assert_close(sums, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]))
+    torch.testing.assert_close(weights[[0, 2]], torch.softmax(logits[[0, 2]], 0))
+
+
+def test_loss_is_bpr_plus_upstream_regulariser(tiny_data):
+    model = make_model("grcn", tiny_data, reg_weight=0.5)
+    users, pos, neg = training_batch(tiny_data)
+    emb = model()
+    u, p, n = emb.users[users], emb.items[pos], emb.items[neg]
+    bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+    ids = model.id_embedding
+    items = torch.cat([pos, neg]) + tiny_data.n_users
+    reg = (
+        ids[users].pow(2).mean() + ids[items].pow(2).mean()
+        + model.attention["image"].preference[users].pow(2).mean()
+        + model.attention["text"].preference[users].pow(2).mean()
+        + model.attention["image"].preference.pow(2).mean()
+    )
+    torch.testing.assert_close(model.loss(users, pos, neg), bpr + 0.5 * reg)
+
+
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_one_modality_works(tiny_data, modality):
+    model = make_model("grcn", tiny_data, modalities=(modality,))
+    check_shapes(model, tiny_data, dim=128)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.representation(), dense_representation(model, tiny_data), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_spec_and_validation():
+    spec = get_model_spec("grcn")
+    assert spec.label == "GRCN" and spec.multimodal
+    config = resolve_model_config(spec, "clothing")
+    assert (config.embedding_dim, config.latent_dim, config.n_routing, config.reg_weight) == (64, 64, 3, 1e-5)
+    assert not config.route_to_users
+    assert spec.search_grid == {"reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
+    for bad in ({"latent_dim": 0}, {"n_routing": -1}, {"reg_weight": -1.0}):
+        with pytest.raises(ConfigError, match="GRCN"):
+            resolve_model_config(spec, "baby", overrides=bad)
+
+
+def test_training_improves_validation_recall(tiny_data):
+    untrained, trained = untrained_and_trained_recall(
+        "grcn", tiny_data, epochs=3, learning_rate=1e-2, batch_size=256
+    )
+    assert trained > untrained + 0.1, (untrained, trained)
