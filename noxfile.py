@@ -1,4 +1,5 @@
-"""Sessions: ``nox -s tests`` (the test suite) and ``nox -s reproduce`` (grid + book).
+"""Sessions: ``nox -s tests`` (the test suite), ``nox -s reproduce`` (grid + book), ``nox -s check``
+(CI's Recall@20/NDCG@20 check) and ``nox -s book`` (rebuild the book from existing results).
 
 torch is installed first and pinned: an unpinned torch in a fresh environment pulls a multi-GB
 CUDA build. Where a local wheel folder exists (/opt/wheels on the project's build machines) pip
@@ -30,3 +31,33 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (pass pytest options after --)."""
     install(session, "test")
     session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Run a profile's experiment grid and build the book: ``nox -s reproduce [-- PROFILE]``.
+
+    Default profile ``quick``: the embedded synthetic data. ``full`` needs the released datasets
+    (``python -m lgmrec data fetch baby`` etc.). Interrupt and rerun at will: finished runs are kept.
+    """
+    install(session, "book")
+    profile = session.posargs[0] if session.posargs else "quick"
+    session.run("python", "-m", "lgmrec", "grid", "--profile", profile)
+    session.run("python", "-m", "lgmrec", "book", "--profile", profile)
+
+
+@nox.session
+def book(session: nox.Session) -> None:
+    """Rebuild the book from the results already in results/: ``nox -s book [-- PROFILE]``."""
+    install(session, "book")
+    profile = session.posargs[0] if session.posargs else "quick"
+    session.run("python", "-m", "lgmrec", "book", "--profile", profile)
+
+
+@nox.session
+def check(session: nox.Session) -> None:
+    """Run the ``ci`` profile and compare its Recall@20/NDCG@20 with the committed expected values."""
+    install(session)
+    profile = session.posargs[0] if session.posargs else "ci"
+    session.run("python", "-m", "lgmrec", "grid", "--profile", profile)
+    session.run("python", "-m", "lgmrec", "check", "--profile", profile)

@@ -11,11 +11,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .config import TrainConfig, field_names, parse_assignments
 from .errors import ConfigError, LGMRecError
+from .files import write_atomic
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except LGMRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed it: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept, nothing partial was written", file=sys.stderr)
         return 130
@@ -39,22 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_generate(commands)
-    for register in _optional_registrars():
+    for register in _command_registrars():
         register(commands)
     return parser
 
 
-def _optional_registrars():
+def _command_registrars():
     """Parsers contributed by the data and pipeline modules."""
     from .datasets.cli import add_data_parser
+    from .pipeline import add_grid_parsers
 
-    registrars = [add_data_parser]
-    try:  # LEAD-TEMP: remove the guard once the pipeline module has landed
-        from .pipeline import add_grid_parsers
-        registrars.append(add_grid_parsers)
-    except ModuleNotFoundError:
-        pass
-    return registrars
+    return [add_data_parser, add_grid_parsers]
 
 
 def _add_train(commands) -> None:
@@ -114,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         data, args.model, train_config=train_config, seed=args.seed, preset=args.preset,
         overrides=model_values, quiet=args.quiet,
     )
-    write_json_atomic(output, result.to_record())
+    write_atomic(output, lambda tmp: tmp.write_text(json.dumps(result.to_record(), indent=2, sort_keys=True)))
     if args.per_user and result.per_user:
         import numpy as np
 
@@ -134,12 +132,3 @@ def run_generate(args: argparse.Namespace) -> int:
     folder = write_dataset(generate(args.preset, seed=args.seed), Path(args.out) / args.preset)
     print(f"wrote synthetic dataset {args.preset} (seed {args.seed}) to {folder}")
     return 0
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    ) as tmp:
-        json.dump(payload, tmp, indent=2, sort_keys=True)
-    os.replace(tmp.name, path)

@@ -15,8 +15,6 @@ with planted structure, so that the whole pipeline can run anywhere without down
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pandas as pd
 
 from .data import InteractionData, SPLIT_LABELS
 from .errors import ConfigError
+from .files import write_atomic
 from .split import protocol_split
 
 
@@ -161,16 +160,15 @@ def write_dataset(data: InteractionData, folder: str | Path) -> Path:
                                     "timestamp": 0, "x_label": label}))
     inter = pd.concat(frames).sort_values(["userID", "x_label", "itemID"], kind="stable")
     for modality, table in data.features.items():
-        _atomic_write(folder / f"{modality}_feat.npy", lambda f, t=table: np.save(f, t))
+        write_atomic(folder / f"{modality}_feat.npy", lambda tmp, t=table: _save_npy(tmp, t))
     # the interaction file last: its presence marks a complete folder (see ensure_dataset)
-    _atomic_write(folder / f"{folder.name}.inter", lambda f: inter.to_csv(f, sep="\t", index=False))
+    write_atomic(folder / f"{folder.name}.inter", lambda tmp: inter.to_csv(tmp, sep="\t", index=False))
     return folder
 
 
-def _atomic_write(path: Path, write) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        write(tmp)
-    os.replace(tmp.name, path)
+def _save_npy(path: Path, table: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append ".npy" to a path
+        np.save(handle, table)
 
 
 def ensure_dataset(preset: str, root: str | Path, seed: int = 0) -> Path:

@@ -24,3 +24,25 @@ def test_torch_csr_propagation_and_row_mean():
     has_items = np.asarray(R.sum(axis=1)).ravel() > 0
     np.testing.assert_allclose(mean[has_items, 0], 1.0, rtol=1e-5)
     assert (mean[~has_items] == 0).all()
+
+
+def test_spmm_gradient_matches_the_dense_product_and_reuses_the_transpose():
+    import torch
+
+    from lgmrec.graph import _TRANSPOSES, spmm, to_torch
+
+    rng = np.random.default_rng(0)
+    dense_matrix = (rng.random((7, 5)) < 0.4) * rng.random((7, 5))
+    matrix = to_torch(sp.csr_matrix(dense_matrix.astype(np.float32)))
+    x = torch.randn(5, 3, requires_grad=True)
+    weight = torch.randn(7, 3)
+    (spmm(matrix, x) * weight).sum().backward()
+    expected = torch.from_numpy(dense_matrix.T.astype(np.float32)) @ weight
+    assert torch.allclose(x.grad, expected, atol=1e-6)
+    transposed = _TRANSPOSES[id(matrix)][1]
+    x.grad = None
+    (spmm(matrix, x) * weight).sum().backward()
+    assert _TRANSPOSES[id(matrix)][1] is transposed and torch.allclose(x.grad, expected, atol=1e-6)
+    key = id(matrix)
+    del matrix
+    assert key not in _TRANSPOSES  # dropped with its matrix

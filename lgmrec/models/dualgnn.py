@@ -295,7 +295,7 @@ class DualGNN(Recommender):
         else:
             per_modality = torch.stack([r[: self.n_users] for r in reps], dim=2)  # (n_users, d, M)
             users = torch.matmul(per_modality, self.user_modality_weight).squeeze(2)
-        users = users + torch.sparse.mm(self.user_user, users)
+        users = users + graph.spmm(self.user_user, users)
         return Embeddings(users, total[self.n_users:])
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:

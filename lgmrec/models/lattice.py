@@ -187,7 +187,7 @@ class LATTICE(Recommender):
         for _ in range(self.config.n_layers):
             learned = sum(gather_propagate(i, w, h) for i, w in item_graph.learned.values())
             frozen = sum(
-                item_graph.modality_weights[k] * torch.sparse.mm(getattr(self, f"frozen_graph_{m}"), h)
+                item_graph.modality_weights[k] * graph.spmm(getattr(self, f"frozen_graph_{m}"), h)
                 for k, m in enumerate(self.modalities)
             )
             h = (1.0 - lam) * learned + lam * frozen

@@ -86,7 +86,7 @@ def layer_refined_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layer
     """``sum_l E_l`` with ``E_l = cos(A E_(l-1), E_0) * A E_(l-1)`` (a pure function)."""
     current, total = ego, torch.zeros_like(ego)
     for _ in range(n_layers):
-        propagated = torch.sparse.mm(adjacency, current)
+        propagated = graph.spmm(adjacency, current)
         current = F.cosine_similarity(propagated, ego, dim=-1).unsqueeze(1) * propagated
         total = total + current
     return total

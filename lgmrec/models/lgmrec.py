@@ -75,7 +75,7 @@ class LGMRecConfig:
 
 def mean_over_users_items(user_mean: torch.Tensor, item_features: torch.Tensor) -> torch.Tensor:
     """``[R F / deg_u ; F]``: users start from the mean of their training items' features."""
-    return torch.cat([torch.sparse.mm(user_mean, item_features), item_features])
+    return torch.cat([graph.spmm(user_mean, item_features), item_features])
 
 
 def hypergraph_propagate(
@@ -172,7 +172,7 @@ class LGMRec(Recommender):
         result, user_logits = {}, {}
         for m in self.modalities:
             item_logits = self.feature(m) @ self.hyperedges[m]
-            user_logits[m] = torch.sparse.mm(self.interactions, item_logits)  # before the softmax
+            user_logits[m] = graph.spmm(self.interactions, item_logits)  # before the softmax
             result[m] = (assign(item_logits), assign(user_logits[m]))
         if self.config.hyperedge_bug:
             first, second = self.modalities[:2]

@@ -131,8 +131,8 @@ class MGCN(Recommender):
         gate = self.purifier_gate[modality](self.projection[modality](self.features[modality]))
         items = self.item_embedding * gate
         for _ in range(self.config.n_layers):
-            items = torch.sparse.mm(getattr(self, f"item_graph_{modality}"), items)
-        return torch.cat([torch.sparse.mm(self.user_item, items), items])
+            items = graph.spmm(getattr(self, f"item_graph_{modality}"), items)
+        return torch.cat([graph.spmm(self.user_item, items), items])
 
     def embed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(content, side)`` over users then items."""

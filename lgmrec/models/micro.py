@@ -186,7 +186,7 @@ class MICRO(Recommender):
             h = self.item_embedding
             frozen = getattr(self, f"frozen_graph_{m}")
             for _ in range(self.config.n_layers):
-                h = (1.0 - lam) * gather_propagate(indices, weights, h) + lam * torch.sparse.mm(frozen, h)
+                h = (1.0 - lam) * gather_propagate(indices, weights, h) + lam * graph.spmm(frozen, h)
             views[m] = h
         return views
 

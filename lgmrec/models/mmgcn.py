@@ -120,7 +120,7 @@ class ModalityGCN(nn.Module):
         content = self.project(features) if self.project is not None else features
         x = F.normalize(torch.cat([self.preference, content]))
         for conv, linear, gate in zip(self.conv, self.linear, self.gate):
-            h = F.leaky_relu(torch.sparse.mm(adjacency, x) @ conv)
+            h = F.leaky_relu(graph.spmm(adjacency, x) @ conv)
             x_hat = F.leaky_relu(linear(x)) + id_embedding
             x = F.leaky_relu(gate(torch.cat([h, x_hat], dim=1)) if self.concat else gate(h) + x_hat)
         return x

@@ -1,0 +1,77 @@
+"""The Recall@20/NDCG@20 check: comparison with tolerances, expected-value files, the CLI."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lgmrec.check import compare, published_expected, read_expected, reproduced_means
+from lgmrec.cli import main
+from lgmrec.errors import DataError
+from lgmrec.grids import PROFILES
+
+
+def test_compare_applies_the_larger_of_absolute_and_relative_tolerance():
+    reproduced = pd.DataFrame({"dataset": ["d"] * 3, "model": ["a", "b", "c"], "metric": ["recall@20"] * 3,
+                               "reproduced": [0.1040, 0.1060, 0.0101], "seeds": [2, 2, 2]})
+    expected = pd.DataFrame({"dataset": ["d"] * 4, "model": ["a", "b", "c", "missing"],
+                             "metric": ["recall@20"] * 4, "expected": [0.1, 0.1, 0.01, 0.2],
+                             "abs_tol": [0.0, 0.0, 0.001, 0.1], "rel_tol": [0.05, 0.05, 0.0, 0.5], "source": "t"})
+    table = compare(reproduced, expected).set_index("model")
+    assert table.loc["a", "ok"]  # 4 % off, 5 % allowed
+    assert not table.loc["b", "ok"]  # 6 % off
+    assert table.loc["c", "ok"]  # 0.0001 off, 0.001 absolute allowed
+    assert not table.loc["missing", "ok"]  # expected but never run
+    assert table.loc["b", "allowed"] == pytest.approx(0.005)
+
+
+def test_published_expectations_of_the_full_profile_name_their_sources():
+    expected = published_expected(PROFILES["full"])
+    lgmrec = expected[(expected["model"] == "lgmrec") & (expected["dataset"] == "baby")].set_index("metric")
+    assert lgmrec.loc["recall@20", "expected"] == pytest.approx(0.1002)  # the paper's Table 2
+    assert lgmrec.loc["recall@20", "source"] == "paper-table2"
+    assert set(expected["source"]) <= {"paper-table2", "official-log-2023-08-12", "mmrec-evaluation-readme"}
+    assert len(expected[expected["model"] == "bpr"]) > 0  # MMRec's baseline rows
+
+
+def test_expected_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "expected.csv"
+    bad.write_text("dataset,model,metric\nd,m,recall@20\n")
+    with pytest.raises(DataError, match="expected.csv: missing column"):
+        read_expected(bad)
+    bad.write_text("dataset,model,metric,expected\nd,m,recall@20,high\n")
+    with pytest.raises(DataError, match="expected.csv: column expected"):
+        read_expected(bad)
+    with pytest.raises(DataError, match="nope.csv: expected-values file not found"):
+        read_expected(tmp_path / "nope.csv")
+
+
+def test_check_passes_on_its_own_values_and_fails_when_they_move(smoke_results, tmp_path, capsys):
+    root = str(smoke_results.root)
+    expected = tmp_path / "smoke.csv"
+    assert main(["check", "--profile", "smoke", "--results", root, "--write-expected", str(expected)]) == 0
+    written = pd.read_csv(expected)
+    means = reproduced_means(PROFILES["smoke"], smoke_results)
+    assert len(written) == len(means) == 2 * 3 * 2  # datasets x models x (recall@20, ndcg@20)
+    capsys.readouterr()
+    assert main(["check", "--profile", "smoke", "--results", root, "--expected", str(expected)]) == 0
+    assert "12 of 12 within tolerance" in capsys.readouterr().out
+    written.loc[0, "expected"] += 0.05  # far outside abs 0.003 / rel 3 %
+    written.to_csv(expected, index=False)
+    assert main(["check", "--profile", "smoke", "--results", root, "--expected", str(expected)]) == 1
+    out = capsys.readouterr().out
+    assert "MISS" in out and "1 MISSED" in out
+    # a wider tolerance from the command line lets it pass
+    assert main(["check", "--profile", "smoke", "--results", root, "--expected", str(expected),
+                 "--tolerance", "recall@20:abs=0.5", "--tolerance", "ndcg@20:abs=0.5"]) == 0
+
+
+def test_committed_expected_values_cover_the_ci_profile():
+    from lgmrec.check import expected_path
+
+    expected = read_expected(expected_path(PROFILES["ci"]))
+    ci = PROFILES["ci"]
+    assert set(expected["dataset"]) == set(ci.datasets)
+    assert set(expected["model"]) == set(ci.models)
+    assert set(expected["metric"]) == {"recall@20", "ndcg@20"}
+    assert (expected["expected"] > 0).all()
