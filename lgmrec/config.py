@@ -144,3 +144,10 @@ def asdict(obj: Any) -> dict[str, Any]:
 
 
 __all__ = ["TrainConfig", "parse_assignments", "build_dataclass", "asdict", "field", "METRICS"]
+
+
+def require(owner: str, rules: dict[str, bool]) -> None:
+    """Raise one ConfigError naming every rule (``"lr > 0"``: its truth) that does not hold."""
+    failed = [rule for rule, ok in rules.items() if not ok]
+    if failed:
+        raise ConfigError(f"{owner} config violates: {', '.join(failed)}")

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,13 @@ import pandas as pd
 from .config import TrainConfig, asdict, build_dataclass, field_names, parse_assignments
 from .data import InteractionData, load_dataset
 from .errors import ConfigError, DataError, LGMRecError
-from .grids import Profile, RunSpec, get_profile, plan
+from .files import write_atomic
+from .grids import PROFILES, Profile, RunSpec, get_profile, plan
 from .results import ResultStore, RunKey, config_hash
 
 REAL_DATASETS = ("baby", "sports", "clothing")
+EXECUTORS = ("inprocess", "papermill")
+RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run_experiment.ipynb"
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -310,14 +314,22 @@ def run_grid(
     retry_failed: bool = False,
     progress: bool = True,
     epoch_progress: bool = False,
+    executor: str = "inprocess",
 ) -> GridSummary:
     """Run every not-yet-recorded run of the profile (``only``: some experiments), in order.
 
+    ``executor``: ``inprocess`` (default: every run in this process) or ``papermill`` (every run
+    executes ``notebooks/run_experiment.ipynb`` in its own kernel, and the executed notebook is
+    kept beside the record; a kernel start per run costs seconds). Both write the same record.
     Safe to interrupt at any moment and rerun: finished runs are kept and skipped.
     """
     from tqdm.auto import tqdm
 
     profile = get_profile(profile)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor == "papermill" and PROFILES.get(profile.name) is not profile:
+        raise ConfigError(f"profile {profile.name}: the papermill executor needs a named profile")
     check_datasets_available(profile)
     store = store or ResultStore()
     removed = store.remove_temp_files(profile.name)
@@ -342,8 +354,11 @@ def run_grid(
                 cache[spec.dataset] = load_named_dataset(spec.dataset, profile)
             data = cache[spec.dataset]
             prepared = prepare_run(spec, profile.name, data)
-            record, ran = execute(prepared, data, store, force=force, retry_failed=retry_failed,
-                                  quiet=not epoch_progress)
+            if executor == "papermill":
+                record, ran = execute_notebook(prepared, store, force=force, retry_failed=retry_failed)
+            else:
+                record, ran = execute(prepared, data, store, force=force, retry_failed=retry_failed,
+                                      quiet=not epoch_progress)
             if ran:
                 summary.ran += 1
                 if progress:
@@ -357,6 +372,37 @@ def run_grid(
         bar.close()
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+def execute_notebook(prepared: PreparedRun, store: ResultStore, force: bool = False,
+                     retry_failed: bool = False) -> tuple[dict, bool]:
+    """Like :func:`execute`, through papermill and the per-run notebook; the executed notebook is
+    written (atomically) beside the record as ``<stem>.ipynb``."""
+    import papermill
+
+    existing = store.read_record(prepared.key)
+    if not force and existing is not None and existing["config_hash"] == prepared.key.config_hash \
+            and not (retry_failed and existing["status"] != "ok"):
+        existing["_path"] = str(store.record_path(prepared.key))
+        return existing, False
+    spec = prepared.spec
+    overrides = {key: list(value) if isinstance(value, tuple) else value
+                 for key, value in {**spec.overrides_dict, **spec.train_dict}.items()}
+    parameters = dict(dataset=spec.dataset, model=spec.model, seed=spec.seed, overrides=overrides,
+                      profile=prepared.key.profile, force=True, results=str(store.root.resolve()))
+    output = store.record_path(prepared.key).with_suffix(".ipynb")
+    try:
+        with warnings.catch_warnings():  # the temporary name does not end in .ipynb, by design
+            warnings.filterwarnings("ignore", message="The specified file", category=UserWarning)
+            write_atomic(output, lambda tmp: papermill.execute_notebook(
+                str(RUN_NOTEBOOK), str(tmp), parameters=parameters, progress_bar=False, log_output=False))
+    except papermill.PapermillExecutionError as exc:  # training errors are recorded, not raised
+        raise LGMRecError(f"{RUN_NOTEBOOK}: failed for {spec.describe()}: {exc.ename}: {exc.evalue}") from None
+    record = store.read_record(prepared.key)
+    if record is None or record["config_hash"] != prepared.key.config_hash:
+        raise LGMRecError(f"{output}: the notebook ran but wrote no record for {spec.describe()}")
+    record["_path"] = str(store.record_path(prepared.key))
+    return record, True
 
 
 def _run_line(done: int, total: int, spec: RunSpec, record: dict) -> str:
@@ -437,6 +483,9 @@ def add_grid_parsers(subparsers) -> None:
     grid.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     grid.add_argument("--dry-run", action="store_true", help="print the planned runs and their state, run nothing")
     grid.add_argument("--epoch-progress", action="store_true", help="also show a per-epoch progress bar")
+    grid.add_argument("--executor", default="inprocess", choices=EXECUTORS,
+                      help="inprocess (default, fastest) or papermill: each run executes "
+                           "notebooks/run_experiment.ipynb, kept beside its record")
     grid.set_defaults(func=_run_grid_command)
 
     check = subparsers.add_parser(
@@ -479,7 +528,7 @@ def _run_grid_command(args: argparse.Namespace) -> int:
             print(f"  {spec.experiment:<12}{spec.variant:<24}{spec.describe()}")
         return 0
     summary = run_grid(args.profile, args.only, store, force=args.force, retry_failed=args.retry_failed,
-                       epoch_progress=args.epoch_progress)
+                       epoch_progress=args.epoch_progress, executor=args.executor)
     print(summary.line())
     for line in summary.failed:
         print(f"  failed: {line}")

@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
@@ -62,9 +63,7 @@ class BM3Config:
             "reg_weight >= 0": self.reg_weight >= 0,
             "cl_weight >= 0": self.cl_weight >= 0,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"BM3 config violates: {', '.join(failed)}")
+        require("BM3", checks)
 
 
 def negative_cosine(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,7 @@ from torch import nn
 from .. import graph
 from ..cache import cached_sparse, fingerprint
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
@@ -90,9 +91,7 @@ class DualGNNConfig:
             "user_aggr_mode in {'softmax', 'mean'}": self.user_aggr_mode in ("softmax", "mean"),
             "reg_weight >= 0": self.reg_weight >= 0,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"DualGNN config violates: {', '.join(failed)}")
+        require("DualGNN", checks)
 
 
 # --------------------------------------------------------------------------- user-user graph

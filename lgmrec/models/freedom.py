@@ -46,6 +46,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
@@ -84,9 +85,7 @@ class FREEDOMConfig:
             "0 <= dropout < 1": 0 <= self.dropout < 1,
             "reg_weight >= 0": self.reg_weight >= 0,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"FREEDOM config violates: {', '.join(failed)}")
+        require("FREEDOM", checks)
 
 
 def modality_mixing_weights(modalities: list[str], image_weight: float) -> dict[str, float]:

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
@@ -74,9 +75,7 @@ class GRCNConfig:
             "n_routing >= 0": self.n_routing >= 0,
             "reg_weight >= 0": self.reg_weight >= 0,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"GRCN config violates: {', '.join(failed)}")
+        require("GRCN", checks)
 
 
 def segment_softmax(logits: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:

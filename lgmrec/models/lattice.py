@@ -52,6 +52,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
@@ -90,9 +91,7 @@ class LATTICEConfig:
             "reg_weight >= 0": self.reg_weight >= 0,
             "cf_model in (lightgcn, mf)": self.cf_model in ("lightgcn", "mf"),
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"LATTICE config violates: {', '.join(failed)}")
+        require("LATTICE", checks)
 
 
 def self_loop_mean_adjacency(interactions: sp.csr_matrix) -> sp.csr_matrix:

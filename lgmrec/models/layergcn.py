@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
@@ -56,9 +57,7 @@ class LayerGCNConfig:
             "reg_weight >= 0": self.reg_weight >= 0,
             "0 <= dropout < 1": 0 <= self.dropout < 1,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"LayerGCN config violates: {', '.join(failed)}")
+        require("LayerGCN", checks)
 
 
 def edge_normalization(edges: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
@@ -68,9 +69,7 @@ class LGMRecConfig:
             "tau > 0": self.tau > 0,
             "use_cge or use_mge or use_ghe": self.use_cge or self.use_mge or self.use_ghe,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"LGMRec config violates: {', '.join(failed)}")
+        require("LGMRec", checks)
 
 
 def mean_over_users_items(user_mean: torch.Tensor, item_features: torch.Tensor) -> torch.Tensor:

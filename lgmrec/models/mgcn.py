@@ -46,6 +46,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
@@ -76,9 +77,7 @@ class MGCNConfig:
             "cl_loss >= 0": self.cl_loss >= 0,
             "cl_temperature > 0": self.cl_temperature > 0,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"MGCN config violates: {', '.join(failed)}")
+        require("MGCN", checks)
 
 
 def in_batch_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:

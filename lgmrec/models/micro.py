@@ -48,6 +48,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
@@ -90,9 +91,7 @@ class MICROConfig:
             "cl_temperature > 0": self.cl_temperature > 0,
             "cf_model in (lightgcn, mf)": self.cf_model in ("lightgcn", "mf"),
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"MICRO config violates: {', '.join(failed)}")
+        require("MICRO", checks)
 
 
 def _grace_block(anchor_block: torch.Tensor, anchor: torch.Tensor, other: torch.Tensor,

@@ -52,6 +52,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
@@ -76,9 +77,7 @@ class MMGCNConfig:
             "latent_dim >= 1": self.latent_dim >= 1,
             "reg_weight >= 0": self.reg_weight >= 0,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"MMGCN config violates: {', '.join(failed)}")
+        require("MMGCN", checks)
 
 
 def bipartite_mean_adjacency(interactions: sp.spmatrix) -> sp.csr_matrix:

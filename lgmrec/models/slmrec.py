@@ -54,6 +54,7 @@ from torch import nn
 
 from .. import graph
 from ..data import InteractionData
+from ..config import require
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender
@@ -86,9 +87,7 @@ class SLMRecConfig:
             "fusion in {'concat', 'mean'}": self.fusion in ("concat", "mean"),
             f"at most {MAX_MODALITIES} modalities": len(self.modalities) <= MAX_MODALITIES,
         }
-        failed = [rule for rule, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"SLMRec config violates: {', '.join(failed)}")
+        require("SLMRec", checks)
 
 
 def fac_levels(modalities: list[str]) -> dict[int, str]:

@@ -11,6 +11,7 @@ from lgmrec.errors import ConfigError, DataError
 from lgmrec.grids import ABLATIONS, PROFILES, SENSITIVITY_SYMBOLS, available_models, plan
 from lgmrec.models.lgmrec import SPEC as LGMREC_SPEC
 from lgmrec.pipeline import collect, parse_overrides, progress_table, run_experiment, run_grid, unique_runs
+from lgmrec.results import ResultStore
 
 from .conftest import tiny_profile
 
@@ -139,3 +140,17 @@ def test_run_notebook_under_papermill_writes_the_record_of_its_parameters(store,
     assert len(records) == 1
     record = records.iloc[0]
     assert record["seed"] == 7 and record["model_params"]["alpha"] == 0.7 and record["status"] == "ok"
+
+
+def test_papermill_executor_writes_the_same_records_as_the_inprocess_grid(tmp_path, capsys):
+    root = tmp_path / "results"
+    assert main(["grid", "--profile", "smoke", "--only", "sensitivity", "--executor", "papermill",
+                 "--results", str(root)]) == 0
+    assert "4 runs, 4 run now" in capsys.readouterr().out
+    records = sorted((root / "smoke").rglob("*-seed*.json"))
+    assert len(records) == 4
+    assert all(path.with_suffix(".ipynb").is_file() for path in records)  # executed notebooks kept
+    assert not list(root.rglob("*.tmp"))
+    # the in-process runner finds every record of the same plan: nothing to redo
+    summary = run_grid("smoke", only="sensitivity", store=ResultStore(root), progress=False)
+    assert summary.skipped == 4 and summary.ran == 0
