@@ -438,7 +438,8 @@ def collect(profile: str | Profile, experiment: str | None = None, store: Result
             "value": spec.value, "setting_key": setting_key(spec.dataset, spec.model, asdict(model_config), train),
             "seed": spec.seed,
         })
-    planned = pd.DataFrame(rows).drop_duplicates(["experiment", "setting_key", "seed"])
+    # one row per (experiment, variant): the sensitivity points at the preset values share one run
+    planned = pd.DataFrame(rows).drop_duplicates(["experiment", "variant", "setting_key", "seed"])
     # a dataset whose content changed leaves older records of the same setting: newest wins
     records = records.sort_values("written_at").drop_duplicates(["setting_key", "seed"], keep="last")
     merged = planned.merge(records, on=["setting_key", "seed"], how="inner")

@@ -176,9 +176,12 @@ def ablation_table(ctx: BookContext, metrics: Iterable[str] = MAIN_METRICS) -> p
     metrics = _metrics_present(runs, metrics)
     summary = stats.mean_std(runs, ["dataset", "variant"], metrics)
     full = summary[summary["variant"] == "LGMRec"].set_index("dataset")
+    epochs = runs.groupby(["dataset", "variant"])[["best_epoch", "epochs_run"]].mean()
     rows = []
     for _, row in summary.iterrows():
-        entry = {"dataset": row["dataset"], "variant": row["variant"], "seeds": row["seeds"]}
+        best, run = epochs.loc[(row["dataset"], row["variant"])]
+        entry = {"dataset": row["dataset"], "variant": row["variant"], "seeds": row["seeds"],
+                 "epochs (best / run)": f"{best:.0f} / {run:.0f}"}
         for metric in metrics:
             entry[METRIC_LABELS[metric]] = stats.format_mean_std(row[f"{metric} mean"], row[f"{metric} std"])
             reference = full[f"{metric} mean"].get(row["dataset"], np.nan)

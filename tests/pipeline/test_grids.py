@@ -154,3 +154,14 @@ def test_papermill_executor_writes_the_same_records_as_the_inprocess_grid(tmp_pa
     # the in-process runner finds every record of the same plan: nothing to redo
     summary = run_grid("smoke", only="sensitivity", store=ResultStore(root), progress=False)
     assert summary.skipped == 4 and summary.ran == 0
+
+
+def test_sensitivity_points_at_the_preset_values_all_appear(store):
+    # alpha=0.3 and hyper_num=4 are both the Baby preset's values: one run serves both points
+    profile = tiny_profile(models=("lgmrec",), sensitivity={"alpha": (0.3, 0.6), "hyper_num": (4, 8)})
+    summary = run_grid(profile, only="sensitivity", store=store, progress=False)
+    assert summary.ran == 3
+    table = collect(profile, "sensitivity", store=store)
+    assert sorted(table["variant"]) == ["alpha=0.3", "alpha=0.6", "hyper_num=4", "hyper_num=8"]
+    shared = table[table["variant"].isin(["alpha=0.3", "hyper_num=4"])]
+    assert shared["path"].nunique() == 1
