@@ -134,6 +134,7 @@ def compare(reproduced: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
 def format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     shown["result"] = np.where(shown["ok"], "ok", np.where(shown["reproduced"].isna(), "NOT RUN", "MISS"))
+    shown["difference"] = shown["difference"].round(4) + 0.0  # no "-0.0000"
     shown = shown.drop(columns=["ok"])
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
 
