@@ -24,6 +24,21 @@ def symmetric_normalize(adjacency: sp.spmatrix) -> sp.csr_matrix:
     return (scale @ adjacency @ scale).tocsr().astype(np.float32)
 
 
+def scale_symmetric(matrix: sp.spmatrix, degree: np.ndarray) -> sp.csr_matrix:
+    """``D^-1/2 M D^-1/2`` for the given degrees; a zero (or negative) degree scales its row to 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.power(degree, -0.5)
+    scale[~np.isfinite(scale)] = 0.0  # upstream zeroes inf; NaN (negative degree) likewise here
+    diagonal = sp.diags(scale.astype(np.float32))
+    return (diagonal @ matrix @ diagonal).tocsr().astype(np.float32)
+
+
+def edge_index(matrix: sp.spmatrix) -> torch.Tensor:
+    """The ``(2, nnz)`` int64 (row, column) pairs of a sparse matrix's entries."""
+    coo = matrix.tocoo()
+    return torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+
+
 def normalized_adjacency(interactions: sp.csr_matrix) -> sp.csr_matrix:
     """The LightGCN propagation matrix ``Ahat`` of the training graph."""
     return symmetric_normalize(bipartite_adjacency(interactions))

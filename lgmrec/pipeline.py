@@ -134,6 +134,17 @@ def prepare_run(spec: RunSpec, profile_name: str, data: InteractionData) -> Prep
     return PreparedRun(key, spec, model_config, train_config)
 
 
+def finished_record(prepared: PreparedRun, store: ResultStore, retry_failed: bool = False) -> dict | None:
+    """The stored record of this exact configuration, unless absent (or failed, with ``retry_failed``)."""
+    record = store.read_record(prepared.key)
+    if record is None or record["config_hash"] != prepared.key.config_hash:
+        return None
+    if retry_failed and record["status"] != "ok":
+        return None
+    record["_path"] = str(store.record_path(prepared.key))
+    return record
+
+
 def execute(
     prepared: PreparedRun,
     data: InteractionData,
@@ -145,12 +156,9 @@ def execute(
     """Train and store one prepared run unless its record exists; returns (record, ran)."""
     from .training import RunResult, train_model
 
-    if not force:
-        existing = store.read_record(prepared.key)
-        if existing is not None and existing["config_hash"] == prepared.key.config_hash:
-            if not (retry_failed and existing["status"] != "ok"):
-                existing["_path"] = str(store.record_path(prepared.key))
-                return existing, False
+    existing = None if force else finished_record(prepared, store, retry_failed)
+    if existing is not None:
+        return existing, False
     baseline_mb = _reset_peak_memory()
     start = time.perf_counter()
     try:
@@ -380,10 +388,8 @@ def execute_notebook(prepared: PreparedRun, store: ResultStore, force: bool = Fa
     written (atomically) beside the record as ``<stem>.ipynb``."""
     import papermill
 
-    existing = store.read_record(prepared.key)
-    if not force and existing is not None and existing["config_hash"] == prepared.key.config_hash \
-            and not (retry_failed and existing["status"] != "ok"):
-        existing["_path"] = str(store.record_path(prepared.key))
+    existing = None if force else finished_record(prepared, store, retry_failed)
+    if existing is not None:
         return existing, False
     spec = prepared.spec
     overrides = {key: list(value) if isinstance(value, tuple) else value
@@ -415,18 +421,19 @@ def _run_line(done: int, total: int, spec: RunSpec, record: dict) -> str:
 
 
 def collect(profile: str | Profile, experiment: str | None = None, store: ResultStore | None = None,
-            include_failed: bool = False) -> pd.DataFrame:
+            include_failed: bool = False, records: pd.DataFrame | None = None) -> pd.DataFrame:
     """Records of a profile labelled with the experiments they serve (one row per experiment
     and run): columns ``experiment``, ``variant``, ``parameter``, ``value`` plus the record's.
 
     Planned runs are matched to records by their resolved configuration (no dataset is loaded).
+    ``records``: the profile's records when the caller has loaded them already.
     """
     from .models import get_model_spec, resolve_model_config
     from .results import setting_key
 
     profile = get_profile(profile)
-    store = store or ResultStore()
-    records = store.load(profile.name)
+    if records is None:
+        records = (store or ResultStore()).load(profile.name)
     if records.empty:
         return records.assign(experiment=[], variant=[], parameter=[], value=[])
     rows = []
@@ -448,10 +455,11 @@ def collect(profile: str | Profile, experiment: str | None = None, store: Result
     return merged.reset_index(drop=True)
 
 
-def progress_table(profile: str | Profile, store: ResultStore | None = None) -> pd.DataFrame:
+def progress_table(profile: str | Profile, store: ResultStore | None = None,
+                   records: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per experiment: planned runs, finished ok, failed, missing."""
     profile = get_profile(profile)
-    done = collect(profile, store=store, include_failed=True)
+    done = collect(profile, store=store, include_failed=True, records=records)
     rows = []
     for experiment in ("overall", "ablation", "sensitivity"):
         planned = unique_runs(plan(profile, experiment))
@@ -552,6 +560,6 @@ def _run_book_command(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "GridSummary", "add_grid_parsers", "collect", "execute", "load_named_dataset", "parse_overrides",
+    "GridSummary", "add_grid_parsers", "collect", "execute", "finished_record", "load_named_dataset", "parse_overrides",
     "per_user_frame", "prepare_run", "progress_table", "run_experiment", "run_grid",
 ]

@@ -61,7 +61,7 @@ class BookContext:
     def runs(self, experiment: str, include_failed: bool = False) -> pd.DataFrame:
         from .pipeline import collect
 
-        runs = collect(self.profile, experiment, store=self.store, include_failed=include_failed)
+        runs = collect(self.profile, experiment, include_failed=include_failed, records=self.records)
         runs["label"] = runs["model"].map(model_labels())
         return runs
 
@@ -84,7 +84,7 @@ class BookContext:
     def progress(self) -> pd.DataFrame:
         from .pipeline import progress_table
 
-        return progress_table(self.profile, store=self.store)
+        return progress_table(self.profile, records=self.records)
 
 
 def _order_models(frame: pd.DataFrame, column: str = "model") -> pd.DataFrame:

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
-from .knn import FeatureTables, select_features
+from .knn import FeatureTables, feature_tensors, select_features
 from .lightgcn import lightgcn_embeddings
 
 
@@ -136,7 +136,7 @@ def build(data: InteractionData, config: BM3Config) -> BM3:
         data.n_users,
         data.n_items,
         norm_adjacency=graph.to_torch(graph.normalized_adjacency(data.train_matrix)),
-        features={m: torch.from_numpy(t) for m, t in features.items()},
+        features=feature_tensors(features),
         config=config,
     )
 

@@ -58,12 +58,12 @@ from torch import nn
 
 from .. import graph
 from ..cache import cached_sparse, fingerprint
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
-from .knn import select_features
+from .knn import feature_tensors, select_features
 from .mmgcn import bipartite_mean_adjacency
 
 USER_GRAPH_VERSION = "cooccurrence-topk-v1"  # part of the cache key: bump when the computation changes
@@ -323,7 +323,7 @@ def build(data: InteractionData, config: DualGNNConfig) -> DualGNN:
         neighbours=padded_neighbours(
             cached_user_graph(data.train_matrix, config.user_graph_k), config.user_graph_k
         ),
-        features={m: torch.from_numpy(t) for m, t in features.items()},
+        features=feature_tensors(features),
         config=config,
     )
 

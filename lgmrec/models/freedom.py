@@ -45,14 +45,15 @@ import torch
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
 from .knn import (
     FeatureTables,
     cached_knn_graph,
+    feature_tensors,
     select_features,
     symmetric_normalize_binary,
 )
@@ -200,15 +201,13 @@ def mixed_item_graph(features: dict[str, np.ndarray], config: FREEDOMConfig):
 
 def build(data: InteractionData, config: FREEDOMConfig) -> FREEDOM:
     features = select_features(data, config.modalities)
-    R = data.train_matrix.tocoo()
-    edges = torch.from_numpy(np.stack([R.row, R.col]).astype(np.int64))
     return FREEDOM(
         data.n_users,
         data.n_items,
         norm_adjacency=graph.to_torch(graph.normalized_adjacency(data.train_matrix)),
-        train_edges=edges,
+        train_edges=graph.edge_index(data.train_matrix),
         item_graph=graph.to_torch(mixed_item_graph(features, config)),
-        features={m: torch.from_numpy(t) for m, t in features.items()},
+        features=feature_tensors(features),
         config=config,
     )
 

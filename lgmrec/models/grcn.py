@@ -46,17 +46,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import InteractionData
+from .. import graph
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
-from .knn import select_features
+from .knn import feature_tensors, select_features
 
 
 @dataclass
@@ -195,12 +195,11 @@ class GRCN(Recommender):
 
 def build(data: InteractionData, config: GRCNConfig) -> GRCN:
     features = select_features(data, config.modalities)
-    R = data.train_matrix.tocoo()
     return GRCN(
         data.n_users,
         data.n_items,
-        torch.from_numpy(np.stack([R.row, R.col]).astype(np.int64)),
-        {m: torch.from_numpy(t) for m, t in features.items()},
+        graph.edge_index(data.train_matrix),
+        feature_tensors(features),
         config,
     )
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import graph
 from ..cache import cached_sparse, fingerprint
 from ..data import InteractionData
 from ..errors import ConfigError
@@ -50,6 +51,11 @@ def select_features(data: InteractionData, requested: Sequence[str] = ()) -> dic
             f"modalities {missing} not in dataset {data.name} (has {', '.join(data.modalities)})"
         )
     return {m: data.features[m] for m in data.modalities if m in names}
+
+
+def feature_tensors(features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The tables of :func:`select_features` as tensors sharing their memory."""
+    return {m: torch.from_numpy(t) for m, t in features.items()}
 
 
 class FeatureTables(nn.Module):
@@ -123,18 +129,10 @@ def cached_knn_graph(features: np.ndarray, k: int) -> sp.csr_matrix:
     return cached_sparse("knn-cosine", key, lambda: knn_graph(features, k))
 
 
-def _scale_symmetric(matrix: sp.csr_matrix, degree: np.ndarray) -> sp.csr_matrix:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.power(degree, -0.5)
-    scale[~np.isfinite(scale)] = 0.0  # upstream zeroes inf; NaN (negative degree) likewise here
-    diagonal = sp.diags(scale.astype(np.float32))
-    return (diagonal @ matrix @ diagonal).tocsr().astype(np.float32)
-
-
 def symmetric_normalize_weighted(similarity: sp.csr_matrix) -> sp.csr_matrix:
     """``D^-1/2 S D^-1/2`` with ``D`` the row sums of the similarities (LATTICE, MGCN, MICRO)."""
     degree = np.asarray(similarity.sum(axis=1), dtype=np.float64).ravel()
-    return _scale_symmetric(similarity, degree)
+    return graph.scale_symmetric(similarity, degree)
 
 
 def symmetric_normalize_binary(similarity: sp.csr_matrix) -> sp.csr_matrix:
@@ -142,7 +140,7 @@ def symmetric_normalize_binary(similarity: sp.csr_matrix) -> sp.csr_matrix:
     pattern = similarity.copy().tocsr()
     pattern.data = np.ones_like(pattern.data)
     degree = np.asarray(pattern.sum(axis=1), dtype=np.float64).ravel() + FREEDOM_DEGREE_EPS
-    return _scale_symmetric(pattern, degree)
+    return graph.scale_symmetric(pattern, degree)
 
 
 def learned_knn(
@@ -185,6 +183,7 @@ __all__ = [
     "gather_propagate",
     "knn_graph",
     "learned_knn",
+    "feature_tensors",
     "select_features",
     "symmetric_knn_weights",
     "symmetric_normalize_binary",

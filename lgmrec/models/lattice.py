@@ -51,14 +51,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
 from .knn import (
     FeatureTables,
     cached_knn_graph,
+    feature_tensors,
     gather_propagate,
     learned_knn,
     select_features,
@@ -230,7 +231,7 @@ def build(data: InteractionData, config: LATTICEConfig) -> LATTICE:
         data.n_items,
         norm_adjacency=graph.to_torch(self_loop_mean_adjacency(data.train_matrix)),
         frozen_graphs=frozen_weighted_graphs(features, config.knn_k),
-        features={m: torch.from_numpy(t) for m, t in features.items()},
+        features=feature_tensors(features),
         config=config,
     )
 

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
@@ -163,13 +162,11 @@ class LayerGCN(Recommender):
 
 
 def build(data: InteractionData, config: LayerGCNConfig) -> LayerGCN:
-    R = data.train_matrix.tocoo()
-    edges = torch.from_numpy(np.stack([R.row, R.col]).astype(np.int64))
     return LayerGCN(
         data.n_users,
         data.n_items,
         norm_adjacency=graph.to_torch(graph.normalized_adjacency(data.train_matrix)),
-        train_edges=edges,
+        train_edges=graph.edge_index(data.train_matrix),
         config=config,
     )
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, xavier_embedding

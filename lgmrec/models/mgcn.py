@@ -45,12 +45,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
-from .knn import FeatureTables, select_features
+from .knn import FeatureTables, feature_tensors, select_features
 from .lattice import bpr_with_half_l2, frozen_weighted_graphs
 from .lightgcn import lightgcn_embeddings
 
@@ -174,7 +174,7 @@ def build(data: InteractionData, config: MGCNConfig) -> MGCN:
         norm_adjacency=graph.to_torch(adjacency),
         user_item=graph.to_torch(adjacency[: data.n_users, data.n_users:]),
         item_graphs=frozen_weighted_graphs(features, config.knn_k),
-        features={m: torch.from_numpy(t) for m, t in features.items()},
+        features=feature_tensors(features),
         config=config,
     )
 

@@ -47,13 +47,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
 from .knn import (
     FeatureTables,
+    feature_tensors,
     gather_propagate,
     learned_knn,
     select_features,
@@ -228,7 +229,7 @@ def build(data: InteractionData, config: MICROConfig) -> MICRO:
         data.n_items,
         norm_adjacency=graph.to_torch(self_loop_mean_adjacency(data.train_matrix)),
         frozen_graphs=frozen_weighted_graphs(features, config.knn_k),
-        features={m: torch.from_numpy(t) for m, t in features.items()},
+        features=feature_tensors(features),
         config=config,
     )
 

@@ -51,12 +51,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
-from .knn import select_features
+from .knn import feature_tensors, select_features
 
 
 @dataclass
@@ -183,7 +183,7 @@ def build(data: InteractionData, config: MMGCNConfig) -> MMGCN:
         data.n_users,
         data.n_items,
         graph.to_torch(bipartite_mean_adjacency(data.train_matrix)),
-        {m: torch.from_numpy(t) for m, t in features.items()},
+        feature_tensors(features),
         config,
     )
 

@@ -53,12 +53,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
-from ..data import InteractionData
 from ..config import require
+from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender
-from .knn import select_features
+from .knn import feature_tensors, select_features
 from .lightgcn import lightgcn_embeddings
 
 DEGREE_EPS = 1e-8  # upstream's 'pre' adjacency adds 1e-8 to the degrees
@@ -209,8 +209,7 @@ def pre_normalized_adjacency(interactions: sp.spmatrix) -> sp.csr_matrix:
     """Upstream's 'pre' adjacency: ``D^-1/2 A D^-1/2`` with D + 1e-8."""
     adjacency = graph.bipartite_adjacency(interactions)
     degree = np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel() + DEGREE_EPS
-    scale = sp.diags(np.power(degree, -0.5).astype(np.float32))
-    return (scale @ adjacency @ scale).tocsr().astype(np.float32)
+    return graph.scale_symmetric(adjacency, degree)
 
 
 def build(data: InteractionData, config: SLMRecConfig) -> SLMRec:
@@ -219,7 +218,7 @@ def build(data: InteractionData, config: SLMRecConfig) -> SLMRec:
         data.n_users,
         data.n_items,
         graph.to_torch(pre_normalized_adjacency(data.train_matrix)),
-        {m: torch.from_numpy(t) for m, t in features.items()},
+        feature_tensors(features),
         config,
     )
 

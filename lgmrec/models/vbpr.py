@@ -36,7 +36,7 @@ from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
-from .knn import select_features
+from .knn import feature_tensors, select_features
 
 
 @dataclass
@@ -109,7 +109,7 @@ def build(data: InteractionData, config: VBPRConfig) -> VBPR:
     return VBPR(
         data.n_users,
         data.n_items,
-        {m: torch.from_numpy(t) for m, t in features.items()},
+        feature_tensors(features),
         config.embedding_dim,
         config.reg_weight,
     )
