@@ -1,7 +1,7 @@
 """Checks shared by the tests of the multimodal baselines (LATTICE, BM3, MICRO, FREEDOM, MGCN).
 
-Plain functions imported by ``test_<model>.py`` (each of which also points the kNN cache at a
-temporary folder with an autouse fixture, so tests never write to the user's cache).
+Plain functions imported by ``test_<model>.py`` (``conftest.py`` points the kNN cache at a
+temporary folder, so tests never write to the user's cache).
 """
 
 from __future__ import annotations

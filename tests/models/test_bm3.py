@@ -18,11 +18,6 @@ from .mm_baseline_checks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def upstream_loss_without_dropout(model, data, users, items) -> torch.Tensor:
     """calculate_loss of MMRec's BM3 with dropout 0, whole tables projected then indexed."""
     cfg = model.config

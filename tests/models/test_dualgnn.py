@@ -37,11 +37,6 @@ HAND_MADE = sp.csr_matrix(np.array([
 ], dtype=np.float32))
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def test_user_graph_keeps_the_top_k_co_occurring_users():
     graph = user_cooccurrence_topk(HAND_MADE, k=2).toarray()
     expected = np.zeros((5, 5), dtype=np.float32)

@@ -18,11 +18,6 @@ from .mm_baseline_checks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def dense_item_graph(features: dict, k: int, image_weight: float) -> torch.Tensor:
     """Upstream's construction with dense matrices: top-k cosine, unit weights, D^-1/2 A D^-1/2."""
     weights = modality_mixing_weights(list(features), image_weight)

@@ -22,11 +22,6 @@ ALL_PARAMETERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def dense_knn_laplacian(x: torch.Tensor, k: int) -> torch.Tensor:
     """Upstream's build_sim -> build_knn_neighbourhood (weighted), un-normalised."""
     normed = x / x.norm(dim=1, keepdim=True)

@@ -18,11 +18,6 @@ from .mm_baseline_checks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def dense_upstream(model, data):
     """MMRec's MGCN.forward(train=True) for image + text, with dense matrices."""
     cfg = model.config

@@ -25,11 +25,6 @@ ALL_PARAMETERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def dense_sym_knn(x: torch.Tensor, k: int) -> torch.Tensor:
     normed = x / x.norm(dim=1, keepdim=True)
     sim = normed @ normed.T
