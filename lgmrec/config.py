@@ -22,6 +22,7 @@ class TrainConfig:
     patience: int = 20  # stop on the (patience + 1)-th epoch without strict improvement
     batch_size: int = 2048
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # Adam's L2 term; MMRec's overall.yaml sets 0 (SLMRec's yaml 1e-4)
     # MMRec's learning_rate_scheduler: lr * lr_decay ** (epoch / lr_decay_epochs); 1.0 = constant
     lr_decay: float = 1.0
     lr_decay_epochs: int = 50
@@ -39,6 +40,8 @@ class TrainConfig:
             raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         self.topk = tuple(sorted({int(k) for k in self.topk}))
         if not self.topk or self.topk[0] < 1:
             raise ConfigError(f"topk must be positive integers, got {self.topk}")

@@ -57,9 +57,9 @@ SENSITIVITY_SYMBOLS = {
 
 
 def _search_grid() -> dict[str, tuple]:
-    from .models.lgmrec import SPEC
+    from .models.lgmrec import SEARCH_RANGES
 
-    return {name: tuple(SPEC.search_grid[name]) for name in SENSITIVITY_SYMBOLS}
+    return {name: tuple(SEARCH_RANGES[name]) for name in SENSITIVITY_SYMBOLS}
 
 
 TINY = dict(image_dim=32, text_dim=16, n_clusters=6, mean_interactions=9.0)

@@ -49,10 +49,18 @@ class ModelSpec:
     #: preset name -> dataset family (or "*") -> hyperparameter overrides
     presets: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     default_preset: str | None = None
-    #: hyperparameter -> values searched by the original authors / MMRec
-    search_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     #: TrainConfig values this model's reference configuration changes (e.g. a learning-rate decay)
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: the lists MMRec's yaml searches (``hyper_parameters``), in yaml order: hyperparameter or
+    #: training setting (e.g. ``learning_rate``) -> values. Empty: one point, the preset.
+    tuning_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    #: the subset of ``tuning_grid`` the embedded default searches (every value is in tuning_grid)
+    reduced_grid: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    #: the reference implementation followed, e.g. "MMRec src/models/bpr.py + src/configs/model/BPR.yaml"
+    reference: str = ""
+    #: named options where this suite deliberately differs (or may differ) from the reference:
+    #: config field -> what the reference does and what the option changes
+    deviations: Mapping[str, str] = field(default_factory=dict)
 
 
 def available_models() -> list[str]:

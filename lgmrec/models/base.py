@@ -57,6 +57,13 @@ def bpr_loss(user_emb: torch.Tensor, pos_emb: torch.Tensor, neg_emb: torch.Tenso
     return -torch.nn.functional.logsigmoid(pos - neg).mean()
 
 
-def xavier_embedding(n_rows: int, dim: int) -> nn.Parameter:
-    """A Xavier-uniform initialised trainable table, as all MMRec models use."""
-    return nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_rows, dim)))
+def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
+    """MMRec's ``EmbLoss``: the sum of the tensors' Frobenius norms (NOT squared), divided by the
+    row count of the last one (the batch size when called with batch rows)."""
+    return sum(e.norm() for e in embeddings) / embeddings[-1].shape[0]
+
+
+def xavier_embedding(n_rows: int, dim: int, init: str = "uniform") -> nn.Parameter:
+    """A Xavier-initialised trainable table (``uniform``, as most MMRec models, or ``normal``)."""
+    initialise = nn.init.xavier_normal_ if init == "normal" else nn.init.xavier_uniform_
+    return nn.Parameter(initialise(torch.empty(n_rows, dim)))

@@ -158,5 +158,5 @@ SPEC = ModelSpec(
         },
     },
     default_preset="authors-best",
-    search_grid={"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]},
+    tuning_grid={"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]},
 )

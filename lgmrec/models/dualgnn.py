@@ -343,5 +343,5 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    search_grid={"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]},
+    tuning_grid={"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]},
 )

@@ -216,5 +216,5 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    search_grid={"reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]},
+    tuning_grid={"reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]},
 )

@@ -252,5 +252,5 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    search_grid={"reg_weight": [0.0, 1e-5, 1e-4, 1e-3]},
+    tuning_grid={"reg_weight": [0.0, 1e-5, 1e-4, 1e-3]},
 )

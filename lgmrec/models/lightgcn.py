@@ -1,4 +1,13 @@
-"""LightGCN (He et al., SIGIR 2020): ID embeddings averaged over graph-propagation layers."""
+"""LightGCN (He et al., SIGIR 2020): ID embeddings averaged over graph-propagation layers.
+
+Follows MMRec ``src/models/lightgcn.py`` with ``src/configs/model/LightGCN.yaml`` (enoche/MMRec):
+Xavier-uniform tables, ``Ahat = D^-1/2 A D^-1/2`` of the training graph (degrees + 1e-7), the
+mean of ``n_layers + 1`` layers; loss = BPR on the propagated embeddings + ``reg_weight`` x
+MMRec's ``EmbLoss`` of the batch's EGO (layer-0) rows (plain Frobenius norms / batch size).
+MMRec searches ``n_layers [1, 2, 3, 4]`` x ``reg_weight [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]``.
+
+Deviations: none as options (``BPRLoss``'s 1e-10 is dropped, as in :mod:`.bpr`).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +17,20 @@ import torch
 
 from .. import graph
 from ..data import InteractionData
-from ..errors import ConfigError
+from ..config import require
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, emb_loss, xavier_embedding
 
 
 @dataclass
 class LightGCNConfig:
     embedding_dim: int = 64
     n_layers: int = 2
-    reg_weight: float = 1e-4
+    reg_weight: float = 1e-4  # inside MMRec's grid; tuned by the ``tuning`` experiment
 
     def __post_init__(self) -> None:
-        if self.embedding_dim < 1 or self.n_layers < 0 or self.reg_weight < 0:
-            raise ConfigError(
-                "LightGCN needs embedding_dim >= 1, n_layers >= 0 and reg_weight >= 0"
-            )
+        require("LightGCN", {"embedding_dim >= 1": self.embedding_dim >= 1, "n_layers >= 0": self.n_layers >= 0,
+                             "reg_weight >= 0": self.reg_weight >= 0})
 
 
 def lightgcn_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -58,12 +65,8 @@ class LightGCN(Recommender):
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
         u, p, n = emb.users[users], emb.items[pos_items], emb.items[neg_items]
-        # regularise the ego (layer-0) embeddings, as MMRec's LightGCN does
-        ego = (
-            self.user_embedding[users].pow(2).sum()
-            + self.item_embedding[pos_items].pow(2).sum()
-            + self.item_embedding[neg_items].pow(2).sum()
-        ) / len(users)
+        # MMRec regularises the ego (layer-0) rows
+        ego = emb_loss(self.user_embedding[users], self.item_embedding[pos_items], self.item_embedding[neg_items])
         return bpr_loss(u, p, n) + self.reg_weight * ego
 
 
@@ -81,5 +84,7 @@ SPEC = ModelSpec(
     config_class=LightGCNConfig,
     build=build,
     multimodal=False,
-    search_grid={"reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6], "n_layers": [1, 2, 3, 4]},
+    tuning_grid={"n_layers": [1, 2, 3, 4], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6]},
+    reduced_grid={"reg_weight": [1e-2, 1e-4, 1e-6]},
+    reference="MMRec src/models/lightgcn.py + src/configs/model/LightGCN.yaml",
 )

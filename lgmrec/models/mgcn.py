@@ -193,5 +193,5 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    search_grid={"cl_loss": [0.001, 0.01, 0.1]},
+    tuning_grid={"cl_loss": [0.001, 0.01, 0.1]},
 )

@@ -250,6 +250,6 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"authors-default": {"*": AUTHORS_DEFAULTS}},
     default_preset="authors-default",
-    search_grid={},
+    tuning_grid={},
     train_defaults=AUTHORS_TRAINING,
 )

@@ -203,5 +203,5 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    search_grid={"reg_weight": [0.0, 0.00001, 0.0001, 0.001, 0.01, 0.1]},
+    tuning_grid={"reg_weight": [0.0, 0.00001, 0.0001, 0.001, 0.01, 0.1]},
 )

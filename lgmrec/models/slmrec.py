@@ -238,5 +238,5 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    search_grid={"ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0]},
+    tuning_grid={"ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0]},
 )

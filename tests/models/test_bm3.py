@@ -92,7 +92,7 @@ def test_presets_and_validation():
     assert resolve_model_config(spec, "sports").reg_weight == 0.01
     assert resolve_model_config(spec, "baby").reg_weight == 0.1
     assert resolve_model_config(spec, "clothing").reg_weight == 0.1
-    assert spec.search_grid == {"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]}
+    assert spec.tuning_grid == {"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]}
     with pytest.raises(ConfigError, match="BM3"):
         resolve_model_config(spec, "baby", overrides={"dropout": 1.0})
 

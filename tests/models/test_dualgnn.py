@@ -188,7 +188,7 @@ def test_spec_and_validation():
     config = resolve_model_config(spec, "baby")
     assert dataclasses.astuple(config)[:6] == (64, 2, "add", 40, "softmax", 0.1)
     assert config.upstream_inplace_sum
-    assert spec.search_grid == {"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
+    assert spec.tuning_grid == {"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
     for bad in ({"aggr_mode": "max"}, {"user_graph_k": 0}, {"user_aggr_mode": "sum"}, {"reg_weight": -1.0}):
         with pytest.raises(ConfigError, match="DualGNN"):
             resolve_model_config(spec, "baby", overrides=bad)

@@ -116,7 +116,7 @@ def test_spec_and_validation():
     assert spec.label == "FREEDOM" and spec.multimodal
     config = resolve_model_config(spec, "baby")
     assert (config.knn_k, config.n_mm_layers, config.n_ui_layers, config.mm_image_weight) == (10, 1, 2, 0.1)
-    assert spec.search_grid == {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
+    assert spec.tuning_grid == {"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
     for bad in ({"dropout": 1.0}, {"knn_k": 0}, {"feat_embed_dim": 32}):
         with pytest.raises(ConfigError, match="FREEDOM"):
             resolve_model_config(spec, "baby", overrides=bad)

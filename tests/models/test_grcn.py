@@ -122,7 +122,7 @@ def test_spec_and_validation():
     config = resolve_model_config(spec, "clothing")
     assert (config.embedding_dim, config.latent_dim, config.n_routing, config.reg_weight) == (64, 64, 3, 1e-5)
     assert not config.route_to_users
-    assert spec.search_grid == {"reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
+    assert spec.tuning_grid == {"reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
     for bad in ({"latent_dim": 0}, {"n_routing": -1}, {"reg_weight": -1.0}):
         with pytest.raises(ConfigError, match="GRCN"):
             resolve_model_config(spec, "baby", overrides=bad)

@@ -136,7 +136,7 @@ def test_spec_and_validation():
     assert spec.label == "LATTICE" and spec.multimodal
     config = resolve_model_config(spec, "sports")
     assert (config.knn_k, config.lambda_coeff, config.n_layers, config.n_ui_layers) == (10, 0.9, 1, 2)
-    assert spec.search_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
+    assert spec.tuning_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
     for bad in ({"lambda_coeff": 1.5}, {"cf_model": "ngcf"}):
         with pytest.raises(ConfigError, match="LATTICE|cf_model"):
             resolve_model_config(spec, "baby", overrides=bad)

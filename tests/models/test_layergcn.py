@@ -110,7 +110,7 @@ def test_spec_and_validation():
     assert spec.label == "LayerGCN" and not spec.multimodal
     config = resolve_model_config(spec, "sports")
     assert (config.embedding_dim, config.n_layers, config.dropout, config.reg_weight) == (64, 4, 0.1, 1e-4)
-    assert spec.search_grid == {
+    assert spec.tuning_grid == {
         "n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]
     }
     for bad in ({"dropout": 1.0}, {"n_layers": 0}, {"reg_weight": -1e-3}):

@@ -111,7 +111,7 @@ def test_spec_and_validation():
     config = resolve_model_config(spec, "clothing")
     values = (config.cl_loss, config.reg_weight, config.knn_k, config.n_ui_layers, config.n_layers)
     assert values == (0.01, 1e-4, 10, 2, 1)
-    assert spec.search_grid == {"cl_loss": [0.001, 0.01, 0.1]}
+    assert spec.tuning_grid == {"cl_loss": [0.001, 0.01, 0.1]}
     with pytest.raises(ConfigError, match="MGCN"):
         resolve_model_config(spec, "baby", overrides={"cl_temperature": 0})
 

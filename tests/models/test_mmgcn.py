@@ -107,7 +107,7 @@ def test_spec_and_validation(tiny_data):
     config = resolve_model_config(spec, "sports")
     assert (config.embedding_dim, config.n_layers, config.latent_dim, config.reg_weight) == (64, 3, 256, 1e-5)
     assert config.concat and not config.trainable_embeddings
-    assert spec.search_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1]}
+    assert spec.tuning_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1]}
     for bad in ({"n_layers": 0}, {"latent_dim": 0}, {"reg_weight": -1.0}):
         with pytest.raises(ConfigError, match="MMGCN"):
             resolve_model_config(spec, "baby", overrides=bad)

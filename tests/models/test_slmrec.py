@@ -150,7 +150,7 @@ def test_spec_and_validation():
     assert (config.embedding_dim, config.n_layers, config.temperature) == (64, 3, 0.2)
     assert (config.ssl_temp, config.ssl_alpha, config.weight_decay) == (0.2, 0.1, 1e-4)
     assert config.fusion == "concat"
-    assert spec.search_grid == {"ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0]}
+    assert spec.tuning_grid == {"ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0]}
     too_many = ("a", "b", "c", "d")
     for bad in ({"ssl_temp": 0.0}, {"fusion": "sum"}, {"embedding_dim": 63}, {"modalities": too_many}):
         with pytest.raises(ConfigError, match="SLMRec"):

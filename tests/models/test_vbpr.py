@@ -67,7 +67,7 @@ def test_spec_and_validation():
     assert spec.label == "VBPR" and spec.multimodal and spec.default_preset == "mmrec-default"
     config = resolve_model_config(spec, "baby")
     assert (config.embedding_dim, config.reg_weight) == (64, 1e-4)
-    assert spec.search_grid == {"reg_weight": [2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5]}
+    assert spec.tuning_grid == {"reg_weight": [2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5]}
     for bad in ({"reg_weight": -1.0}, {"embedding_dim": 0}):
         with pytest.raises(ConfigError, match="VBPR"):
             resolve_model_config(spec, "baby", overrides=bad)

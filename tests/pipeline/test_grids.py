@@ -9,7 +9,7 @@ import pytest
 from lgmrec.cli import main
 from lgmrec.errors import ConfigError, DataError
 from lgmrec.grids import ABLATIONS, PROFILES, SENSITIVITY_SYMBOLS, available_models, plan
-from lgmrec.models.lgmrec import SPEC as LGMREC_SPEC
+from lgmrec.models.lgmrec import SEARCH_RANGES
 from lgmrec.pipeline import collect, parse_overrides, progress_table, run_experiment, run_grid, unique_runs
 from lgmrec.results import ResultStore
 
@@ -33,7 +33,7 @@ def test_quick_profile_mirrors_the_paper_on_the_small_synthetic_presets():
     sensitivity = [s for s in specs if s.experiment == "sensitivity"]
     assert {s.parameter for s in sensitivity} == set(SENSITIVITY_SYMBOLS)
     for spec in sensitivity:  # every point lies in the authors' search range
-        assert spec.value in LGMREC_SPEC.search_grid[spec.parameter]
+        assert spec.value in SEARCH_RANGES[spec.parameter]
     # the preset value of each parameter (Baby: A=4, alpha=0.3, rho=0.5, L=2, K=2, H=1, cl=1e-4)
     # is among the points, and that run is the overall LGMRec run (same configuration)
     defaults = {"hyper_num": 4, "alpha": 0.3, "keep_rate": 0.5, "n_ui_layers": 2, "n_mm_layers": 2,
@@ -48,7 +48,7 @@ def test_full_profile_is_paper_scale_with_the_whole_search_grid():
     assert full.data == "real" and full.datasets == ("baby", "sports", "clothing")
     assert len(full.seeds) == 5 and full.train["max_epochs"] == 1000 and full.train["patience"] == 20
     for parameter in SENSITIVITY_SYMBOLS:
-        assert tuple(full.sensitivity[parameter]) == tuple(LGMREC_SPEC.search_grid[parameter])
+        assert tuple(full.sensitivity[parameter]) == tuple(SEARCH_RANGES[parameter])
 
 
 def test_full_profile_without_real_data_stops_with_a_clear_message(tmp_path, monkeypatch, capsys):
