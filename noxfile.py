@@ -37,11 +37,11 @@ def tests(session: nox.Session) -> None:
 def reproduce(session: nox.Session) -> None:
     """Run a profile's experiment grid and build the book: ``nox -s reproduce [-- PROFILE]``.
 
-    Default profile ``quick``: the embedded synthetic data. ``full`` needs the released datasets
+    Default profile ``embedded``: the embedded synthetic data. ``full`` needs the released datasets
     (``python -m lgmrec data fetch baby`` etc.). Interrupt and rerun at will: finished runs are kept.
     """
     install(session, "book")
-    profile = session.posargs[0] if session.posargs else "quick"
+    profile = session.posargs[0] if session.posargs else "embedded"
     session.run("python", "-m", "lgmrec", "grid", "--profile", profile)
     session.run("python", "-m", "lgmrec", "book", "--profile", profile)
 
@@ -50,7 +50,7 @@ def reproduce(session: nox.Session) -> None:
 def book(session: nox.Session) -> None:
     """Rebuild the book from the results already in results/: ``nox -s book [-- PROFILE]``."""
     install(session, "book")
-    profile = session.posargs[0] if session.posargs else "quick"
+    profile = session.posargs[0] if session.posargs else "embedded"
     session.run("python", "-m", "lgmrec", "book", "--profile", profile)
 
 

@@ -62,7 +62,7 @@ def stage_book(destination: Path, source: Path | None = None) -> Path:
 
 
 def build_book(
-    profile: str = "quick",
+    profile: str = "embedded",
     results_root: str | Path | None = None,
     output: str | Path | None = None,
     source: str | Path | None = None,

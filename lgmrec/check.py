@@ -42,7 +42,7 @@ def expected_path(profile: Profile) -> Path:
 
 def reproduced_means(profile: Profile, store: ResultStore, metrics=CHECK_METRICS) -> pd.DataFrame:
     """Mean over seeds of the overall experiment's test metrics: dataset, model, metric, reproduced, seeds."""
-    from .pipeline import collect
+    from .collect import collect
 
     runs = collect(profile, "overall", store)
     if runs.empty:

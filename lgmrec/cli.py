@@ -1,8 +1,9 @@
 """Command line: ``python -m lgmrec <command> ...``.
 
-Commands: ``train`` (one run, metrics to JSON), ``generate`` (write a synthetic dataset), plus the
-data and experiment-grid commands registered by their own modules. User errors (bad files, bad
-options) print one line and exit with code 2; a diverged run exits with code 1.
+Commands: ``train`` (one run, metrics to JSON), ``generate`` (write a synthetic dataset), ``grid``
+(run a profile's experiments), ``check`` (Recall@20/NDCG@20 against expected values), ``book``
+(build the Jupyter Book) and ``data`` (the real datasets). User errors (bad files, bad options)
+print one line and exit with code 2; a diverged run and a missed check exit with code 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_names, parse_assignments
+from .config import parse_assignments
 from .errors import ConfigError, LGMRecError
 from .files import write_atomic
 
@@ -38,31 +39,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .datasets.cli import add_data_parser
+
     parser = argparse.ArgumentParser(prog="python -m lgmrec", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_generate(commands)
-    for register in _command_registrars():
-        register(commands)
+    _add_grid(commands)
+    _add_check(commands)
+    _add_book(commands)
+    add_data_parser(commands)
     return parser
 
 
-def _command_registrars():
-    """Parsers contributed by the data and pipeline modules."""
-    from .datasets.cli import add_data_parser
-    from .pipeline import add_grid_parsers
-
-    return [add_data_parser, add_grid_parsers]
+# ----------------------------------------------------------------------------- train, generate
 
 
 def _add_train(commands) -> None:
+    from .grids import PROFILES
     from .models import available_models
 
-    train = commands.add_parser("train", help="train and evaluate one model on one dataset")
-    train.add_argument("--data", required=True, help="dataset folder in the MMRec format")
+    train = commands.add_parser("train", help="train and evaluate one model on one dataset",
+                                description="One run; the configuration is resolved as everywhere else "
+                                            "(lgmrec.resolve: model defaults, preset, the model's training "
+                                            "defaults, --profile's training settings, --set).")
+    train.add_argument("--data", required=True, help="dataset folder in the MMRec format, or a dataset name")
     train.add_argument("--model", default="lgmrec", choices=available_models())
     train.add_argument("--seed", type=int, default=999)
     train.add_argument("--preset", default=None, help="named hyperparameter preset (LGMRec default: official-log)")
+    train.add_argument("--profile", default=None, choices=list(PROFILES),
+                       help="take a profile's training settings (default: the protocol unchanged)")
     train.add_argument(
         "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
         help="override a model hyperparameter or a training setting (repeatable), e.g. alpha=0.5",
@@ -85,33 +91,27 @@ def _add_generate(commands) -> None:
     generate.set_defaults(func=run_generate)
 
 
-def split_overrides(assignments: dict) -> tuple[dict, dict]:
-    """Split ``--set`` values into (training settings, model hyperparameters)."""
-    train_keys = field_names(TrainConfig)
-    return (
-        {k: v for k, v in assignments.items() if k in train_keys},
-        {k: v for k, v in assignments.items() if k not in train_keys},
-    )
-
-
 def run_train(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .training import train_config_for, train_model
+    from .datasets.named import load_named_dataset
+    from .grids import get_profile
+    from .resolve import resolve_run
+    from .training import train_model
 
-    train_values, model_values = split_overrides(parse_assignments(args.assignments))
+    overrides = parse_assignments(args.assignments)
     if args.max_epochs is not None:
-        train_values["max_epochs"] = args.max_epochs
+        overrides["max_epochs"] = args.max_epochs
     if args.device is not None:
-        train_values["device"] = args.device
-    train_config = train_config_for(args.model, train_values)
+        overrides["device"] = args.device
     output = Path(args.output)
     if not output.parent.is_dir():
         raise ConfigError(f"{output}: output folder does not exist")
-    data = load_dataset(args.data)
-    result = train_model(
-        data, args.model, train_config=train_config, seed=args.seed, preset=args.preset,
-        overrides=model_values, quiet=args.quiet,
-    )
+    profile = get_profile(args.profile) if args.profile else None
+    is_path = Path(args.data).is_dir() or os.sep in args.data
+    data = load_dataset(args.data) if is_path else load_named_dataset(args.data, profile)
+    resolved = resolve_run(args.model, data.name, overrides, profile.train if profile else None, args.preset)
+    result = train_model(data, resolved.model, model_config=resolved.model_config, train_config=resolved.train_config,
+                         seed=args.seed, preset=resolved.preset, quiet=args.quiet)
     write_atomic(output, lambda tmp: tmp.write_text(json.dumps(result.to_record(), indent=2, sort_keys=True)))
     if args.per_user and result.per_user:
         import numpy as np
@@ -131,4 +131,116 @@ def run_generate(args: argparse.Namespace) -> int:
 
     folder = write_dataset(generate(args.preset, seed=args.seed), Path(args.out) / args.preset)
     print(f"wrote synthetic dataset {args.preset} (seed {args.seed}) to {folder}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- grid, check, book
+
+
+def _add_grid(commands) -> None:
+    from .executors import EXECUTORS
+    from .grids import DEFAULT_PROFILE, DERIVED, EXPERIMENTS, PROFILES
+
+    grid = commands.add_parser(
+        "grid", help="run the experiment grid of a profile into results/",
+        description="Run every run of a profile that has no record yet (one JSON + one Parquet file "
+                    "per run under <results>/<profile>/). Interrupt and rerun at will: finished runs "
+                    "are kept. Profiles: " + "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()),
+    )
+    grid.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    grid.add_argument("--only", action="append", choices=list(EXPERIMENTS) + list(DERIVED),
+                      help="run only these experiments (repeatable; overall includes its tuning)")
+    grid.add_argument("--results", default=None, help="results root (default: $LGMREC_RESULTS_DIR or ./results)")
+    grid.add_argument("--force", action="store_true", help="rerun runs that have a record")
+    grid.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    grid.add_argument("--dry-run", action="store_true", help="print the units and runs, run nothing")
+    grid.add_argument("--executor", default="local", choices=EXECUTORS,
+                      help="local (default): worker processes on this machine; ray: Ray tasks on a cluster "
+                           "(pip install '.[cluster]'); inprocess: one after another in this process")
+    grid.add_argument("--workers", type=int, default=None, help="local: parallel workers (default: the cores)")
+    grid.add_argument("--threads", type=int, default=None, help="local: torch threads per worker (default: cores / workers)")
+    grid.add_argument("--no-notebooks", dest="notebooks", action="store_false",
+                      help="run units as function calls instead of papermill-executed notebooks")
+    grid.add_argument("--max-attempts", type=int, default=3, help="attempts per unit when workers die (default 3)")
+    grid.add_argument("--address", default=None, help="ray: cluster address ('auto', 'ray://host:10001'); "
+                                                      "default: start a local Ray instance")
+    grid.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each unit declares (default 1)")
+    grid.add_argument("--gpus-per-run", type=float, default=0.0,
+                      help="ray: GPUs each unit declares, fractions share a GPU (e.g. 0.25; default 0)")
+    grid.set_defaults(func=run_grid_command)
+
+
+def run_grid_command(args: argparse.Namespace) -> int:
+    from .executors import GridOptions, run_grid
+    from .grids import get_profile, unit_specs, units
+    from .results import ResultStore
+
+    store = ResultStore(args.results)
+    profile = get_profile(args.profile)
+    if args.dry_run:
+        work = units(profile, args.only)
+        print(f"profile {profile.name}: {len(work)} units ({profile.description})")
+        for unit in work:
+            specs = unit_specs(profile, unit)
+            tuned = unit.experiment == "overall" and profile.is_tuned(unit.model)
+            print(f"  {unit.key}: {len(specs)} runs" + (f" + {len(profile.seeds)} seeds at the chosen point" if tuned else ""))
+            for spec in specs:
+                print(f"    {spec.experiment:<12}{spec.variant:<40}{spec.describe()}")
+        return 0
+    if args.workers is not None and args.workers < 1 or args.max_attempts < 1:
+        raise ConfigError("--workers and --max-attempts must be >= 1")
+    options = GridOptions(force=args.force, retry_failed=args.retry_failed, notebooks=args.notebooks,
+                          max_attempts=args.max_attempts, workers=args.workers, threads=args.threads,
+                          address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
+    summary = run_grid(profile, args.only, store, args.executor, options)
+    print(summary.line())
+    for line in summary.failed:
+        print(f"  failed: {line}")
+    print(f"results in {store.root / profile.name}")
+    return EXIT_FAILED_RUN if any(line.startswith("unit ") for line in summary.failed) else 0
+
+
+def _add_check(commands) -> None:
+    from .check import run_check_command
+    from .grids import DEFAULT_PROFILE, PROFILES
+
+    check = commands.add_parser(
+        "check", help="compare reproduced Recall@20/NDCG@20 with expected values (exit 1 on a miss)",
+        description="Mean test Recall@20 and NDCG@20 over seeds of the overall experiment, compared "
+                    "with an expected-values CSV (for synthetic data: one produced by this suite) or, "
+                    "for real data, with the published numbers. A row passes when "
+                    "|reproduced - expected| <= max(abs_tol, rel_tol * |expected|).",
+    )
+    check.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    check.add_argument("--expected", default=None,
+                       help="CSV with dataset,model,metric,expected[,abs_tol,rel_tol] (default: "
+                            "lgmrec/reference/expected/<profile>.csv for synthetic profiles, the published "
+                            "numbers for real ones)")
+    check.add_argument("--results", default=None)
+    check.add_argument("--tolerance", action="append", default=[], metavar="METRIC:abs=A,rel=R",
+                       help="override a metric's tolerance, e.g. recall@20:abs=0.01,rel=0.1 (repeatable)")
+    check.add_argument("--write-expected", default=None, metavar="CSV",
+                       help="instead of checking, write the current means as expected values to CSV")
+    check.set_defaults(func=run_check_command)
+
+
+def _add_book(commands) -> None:
+    from .grids import DEFAULT_PROFILE, PROFILES
+
+    book = commands.add_parser(
+        "book", help="build the Jupyter Book from the results of a profile",
+        description="Execute the analysis notebooks against <results>/<profile>/ and build HTML "
+                    "(fails if any notebook fails).",
+    )
+    book.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    book.add_argument("--results", default=None)
+    book.add_argument("--out", default=None, help="output folder (default: book/_build)")
+    book.set_defaults(func=run_book_command)
+
+
+def run_book_command(args: argparse.Namespace) -> int:
+    from .book import build_book
+
+    out = build_book(args.profile, results_root=args.results, output=args.out)
+    print(f"book built: {out / 'index.html'}")
     return 0

@@ -1,35 +1,44 @@
-"""The experiment grids, defined in this one place, and the named profiles that size them.
+"""The experiment grids, defined in this one place, the named profiles that size them, and their
+units of work.
 
 Experiments (mirroring the paper):
 
-- ``overall``: every available model x every dataset x the profile's seeds (the main table);
+- ``tuning``: every point of a baseline's search grid (MMRec's yaml lists, or a reduced subset),
+  trained under the protocol with the tuning seed; the overall table uses the point with the best
+  VALIDATION Recall@20 (:mod:`lgmrec.tuning`), and the record says which point MMRec's rule (best
+  TEST Recall@20) would have picked;
+- ``overall``: every model x every dataset x the profile's seeds, tuned models at their chosen
+  point (the main table);
 - ``ablation``: LGMRec without each component, with one modality, with the MF backbone, and
   with the authors' pre-fix hyperedge behaviour;
 - ``sensitivity``: LGMRec with one hyperparameter moved over the authors' search range, the
   others at the dataset's preset values;
-- ``sparsity`` and ``efficiency`` need no runs of their own: they are computed from the overall
-  runs (per-user vectors; run records).
+- ``sparsity``, ``efficiency`` and ``claims`` are computed from the runs above.
 
-Profiles: ``quick`` (the default of ``nox -s reproduce``: the three small synthetic presets,
-fewer seeds, epochs and sensitivity points), ``full`` (the paper's scale on the real datasets),
-``ci`` (the overall runs of LGMRec and three baselines on the small presets, one seed: what CI
-checks against the committed expected values) and ``smoke`` (tiny synthetic data, for tests and
-the book test).
+Profiles: ``embedded`` (the default of ``nox -s reproduce``: the protocol unchanged, on three
+small synthetic presets), ``full`` (the paper's scale on the real datasets), ``ci`` (LGMRec and
+three baselines, one seed: what CI checks against committed values) and ``smoke`` (tests).
+
+A profile's runs are grouped into :class:`WorkUnit` s, the pieces an executor hands to a worker
+(and papermill executes as one notebook): one (dataset, model) of the overall experiment with its
+tuning and seeds, one dataset's ablation, one (dataset, parameter) of the sensitivity curves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 from .errors import ConfigError
-from .models import available_models
+from .models import available_models, get_model_spec
 from .synthetic import SyntheticPreset
 
-EXPERIMENTS = ("overall", "ablation", "sensitivity")
+EXPERIMENTS = ("tuning", "overall", "ablation", "sensitivity")
 # analyses computed from the runs of an experiment above
-DERIVED = {"sparsity": "overall", "efficiency": "overall"}
+DERIVED = {"sparsity": "overall", "efficiency": "overall", "claims": "overall"}
 REFERENCE_MODEL = "lgmrec"
+PUBLISHED_VARIANT = "LGMRec (as published)"  # the hyperedge-bug code behind the paper's numbers
 
 #: ablation variant label -> LGMRec overrides (the full model first)
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -56,7 +65,8 @@ SENSITIVITY_SYMBOLS = {
 }
 
 
-def _search_grid() -> dict[str, tuple]:
+def authors_search_ranges() -> dict[str, tuple]:
+    """The authors' whole search range of every sensitivity parameter."""
     from .models.lgmrec import SEARCH_RANGES
 
     return {name: tuple(SEARCH_RANGES[name]) for name in SENSITIVITY_SYMBOLS}
@@ -68,6 +78,9 @@ SMOKE_PRESETS = {
     "smoke-sports": SyntheticPreset(n_users=220, n_items=130, **TINY),
 }
 
+PAPER_SEEDS = (999, 1, 2, 3, 4)  # 999: the authors' seed
+TuningMode = Literal["none", "reduced", "full"]
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -76,9 +89,18 @@ class Profile:
     data: Literal["synthetic", "real"]
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
-    train: Mapping[str, Any]  # TrainConfig overrides for every run (max_epochs, patience, ...)
-    models: tuple[str, ...] | None = None  # None: every model whose module imports
+    train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig overrides ({}: the protocol)
+    models: tuple[str, ...] | None = None  # None: every registered model
     experiments: tuple[str, ...] = EXPERIMENTS  # which experiments the profile runs
+    #: which grid of each model's spec the tuning experiment searches: none (defaults/presets),
+    #: reduced (``ModelSpec.reduced_grid``) or full (``ModelSpec.tuning_grid``, MMRec's yaml)
+    tuning: TuningMode = "none"
+    tuning_seed: int = 999  # MMRec tunes with its one seed, 999
+    #: also train the point MMRec's rule picks (best test Recall@20) with every seed, where it
+    #: differs from ours: measures how much of its advantage survives fresh seeds
+    replicate_test_choice: bool = False
+    #: the overall table also carries LGMRec as published (hyperedge_bug=True)
+    published_lgmrec_row: bool = False
     ablation_datasets: tuple[str, ...] | None = None  # None: all datasets
     ablation_seeds: tuple[int, ...] | None = None  # None: the profile's seeds
     sensitivity: Mapping[str, tuple] = field(default_factory=dict)  # parameter -> values
@@ -87,6 +109,8 @@ class Profile:
     #: extra synthetic presets this profile's datasets refer to (tests; not in lgmrec.synthetic)
     synthetic_presets: Mapping[str, SyntheticPreset] = field(default_factory=dict)
     data_seed: int = 0  # seed of the synthetic generator
+    #: what this profile leaves out of the paper's design, said in the README and the book
+    reductions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.datasets or not self.seeds:
@@ -99,57 +123,72 @@ class Profile:
         unknown = set(self.sensitivity) - set(SENSITIVITY_SYMBOLS)
         if unknown:
             raise ConfigError(f"profile {self.name}: no sensitivity grid for {', '.join(sorted(unknown))}")
+        if self.tuning not in ("none", "reduced", "full"):
+            raise ConfigError(f"profile {self.name}: tuning must be none, reduced or full")
+
+    @property
+    def model_names(self) -> list[str]:
+        models = list(self.models) if self.models is not None else available_models()
+        models.sort(key=lambda m: m != REFERENCE_MODEL)  # LGMRec first: its runs exist early
+        return models
+
+    def tuning_grid(self, model: str) -> dict[str, tuple]:
+        """The grid this profile searches for ``model`` ({}: no tuning, the defaults)."""
+        if self.tuning == "none" or "tuning" not in self.experiments:
+            return {}
+        spec = get_model_spec(model)
+        grid = spec.reduced_grid if self.tuning == "reduced" else spec.tuning_grid
+        return {name: tuple(values) for name, values in grid.items()}
+
+    def tuning_points(self, model: str) -> list[dict[str, Any]]:
+        """Every point of the model's grid, in grid order; one empty point when it is not tuned."""
+        grid = self.tuning_grid(model)
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+
+    def is_tuned(self, model: str) -> bool:
+        return len(self.tuning_points(model)) > 1
 
 
-#: training of the quick and ci profiles: the protocol, shortened to fit minutes on 2 CPU cores
-QUICK_TRAIN = {"max_epochs": 30, "patience": 10}
-PAPER_SEEDS = (999, 1, 2, 3, 4)  # 999: the authors' seed
-
-
-def _quick_sensitivity() -> dict[str, tuple]:
-    return {
-        # the Baby preset's value (shared with the overall run) and one point on each side
-        "hyper_num": (2, 4, 16),
-        "alpha": (0.0, 0.3, 1.0),
-        "keep_rate": (0.2, 0.5, 0.8),
-        "n_ui_layers": (1, 2, 3),
-        "n_mm_layers": (1, 2, 3),
-        "n_hyper_layer": (1, 2),
-        "cl_weight": (0.0, 1e-4, 1e-2),
-    }
+def embedded_sensitivity() -> dict[str, tuple]:
+    return authors_search_ranges()
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile(
-        name="quick",
-        description="three small synthetic presets, reduced seeds/epochs/points (minutes on 2 CPU cores)",
+    "embedded": Profile(
+        name="embedded",
+        description="the protocol unchanged on three small synthetic presets (30 minutes on 2 CPU cores)",
         data="synthetic",
-        datasets=("synth-baby-small", "synth-sports-small", "synth-clothing-small"),
-        seeds=(999, 1, 2),
-        train=QUICK_TRAIN,
-        ablation_datasets=("synth-baby-small", "synth-sports-small"),
-        ablation_seeds=(999,),
-        sensitivity=_quick_sensitivity(),
-        sensitivity_datasets=("synth-baby-small",),
-        sensitivity_seeds=(999,),
+        datasets=("synth-baby-mini", "synth-sports-mini", "synth-clothing-mini"),
+        seeds=PAPER_SEEDS,
+        tuning="reduced",
+        ablation_seeds=PAPER_SEEDS[:3],
+        sensitivity=embedded_sensitivity(),
+        sensitivity_datasets=("synth-baby-mini",),
+        sensitivity_seeds=PAPER_SEEDS[:3],
+        reductions=(
+            "datasets: synthetic presets of 800-960 users (not the Amazon data; see the Methods chapter)",
+            "tuning: each baseline's reduced grid (ModelSpec.reduced_grid) instead of MMRec's whole grid",
+            "ablation: 3 seeds (999, 1, 2) instead of 5",
+            "sensitivity: on the Baby-like preset only, 3 seeds",
+        ),
     ),
     "full": Profile(
         name="full",
-        description="the paper's scale: real Amazon Baby/Sports/Clothing, 5 seeds, up to 1000 epochs",
+        description="the paper's scale: real Amazon Baby/Sports/Clothing, MMRec's whole grids, 5 seeds",
         data="real",
         datasets=("baby", "sports", "clothing"),
         seeds=PAPER_SEEDS,
-        train={"max_epochs": 1000, "patience": 20},
-        sensitivity=_search_grid(),
-        sensitivity_seeds=(999,),
+        tuning="full",
+        replicate_test_choice=True,
+        published_lgmrec_row=True,
+        sensitivity=authors_search_ranges(),
     ),
     "ci": Profile(
         name="ci",
-        description="LGMRec, BPR, LightGCN, FREEDOM on the three small synthetic presets, seed 999 (CI's metric check)",
+        description="LGMRec, BPR, LightGCN, FREEDOM on the embedded presets, seed 999 (CI's metric check)",
         data="synthetic",
-        datasets=("synth-baby-small", "synth-sports-small", "synth-clothing-small"),
+        datasets=("synth-baby-mini", "synth-sports-mini", "synth-clothing-mini"),
         seeds=(999,),
-        train=QUICK_TRAIN,
         models=("bpr", "lightgcn", "freedom", "lgmrec"),
         experiments=("overall",),
     ),
@@ -161,6 +200,7 @@ PROFILES: dict[str, Profile] = {
         seeds=(999, 1),
         train={"max_epochs": 3, "patience": 3},
         models=("bpr", "lightgcn", "lgmrec"),
+        tuning="reduced",
         ablation_datasets=("smoke-baby",),
         ablation_seeds=(999,),
         sensitivity={"alpha": (0.0, 0.6), "hyper_num": (2, 8)},
@@ -169,6 +209,7 @@ PROFILES: dict[str, Profile] = {
         synthetic_presets=SMOKE_PRESETS,
     ),
 }
+DEFAULT_PROFILE = "embedded"
 
 
 def get_profile(profile: str | Profile) -> Profile:
@@ -179,17 +220,20 @@ def get_profile(profile: str | Profile) -> Profile:
     return PROFILES[profile]
 
 
+def iter_profiles() -> Iterator[Profile]:
+    yield from PROFILES.values()
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One planned run: which experiment and variant it serves and what to train."""
 
     experiment: str
-    variant: str  # row label: model label, ablation name, or "param=value"
+    variant: str  # row label: model label, tuning point, ablation name, or "param=value"
     dataset: str
     model: str
     seed: int
-    overrides: tuple[tuple[str, Any], ...] = ()  # model hyperparameters
-    train: tuple[tuple[str, Any], ...] = ()  # TrainConfig overrides
+    overrides: tuple[tuple[str, Any], ...] = ()  # model hyperparameters and training settings
     parameter: str | None = None  # sensitivity: the moved hyperparameter
     value: Any = None  # sensitivity: its value
 
@@ -197,62 +241,129 @@ class RunSpec:
     def overrides_dict(self) -> dict[str, Any]:
         return dict(self.overrides)
 
-    @property
-    def train_dict(self) -> dict[str, Any]:
-        return dict(self.train)
-
     def describe(self) -> str:
         extra = ",".join(f"{k}={v}" for k, v in self.overrides)
         return f"{self.model}{'[' + extra + ']' if extra else ''} on {self.dataset} seed {self.seed}"
 
 
-def _items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+def items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A mapping as sorted, hashable (key, value) pairs (lists become tuples)."""
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()))
 
 
-def _model_label(model: str) -> str:
-    from .models import get_model_spec
-
-    return get_model_spec(model).label
+def point_label(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items()) or "default"
 
 
-def plan(profile: str | Profile, only: str | list[str] | None = None) -> list[RunSpec]:
-    """Every run of the profile's experiments (``only``: a subset of them), in run order.
+@dataclass(frozen=True)
+class WorkUnit:
+    """A piece of a profile that one worker runs: ``experiment`` is overall (with the model's
+    tuning first when it is tuned), tuning (the grid alone), ablation or sensitivity.
+    ``part``: the model (overall, tuning), "" (ablation) or the parameter (sensitivity)."""
 
-    The same configuration may serve several experiments (the full LGMRec of the ablation is the
-    overall LGMRec run); it appears once per experiment here and runs once, since the store is
-    keyed by the resolved configuration.
-    """
+    experiment: str
+    dataset: str
+    part: str
+
+    @property
+    def key(self) -> str:
+        return "/".join(filter(None, (self.experiment, self.dataset, self.part)))
+
+    @property
+    def model(self) -> str:
+        return self.part if self.experiment in ("overall", "tuning") else REFERENCE_MODEL
+
+
+def units(profile: str | Profile, only: str | Sequence[str] | None = None) -> list[WorkUnit]:
+    """The profile's units of work, in run order (LGMRec's overall runs first)."""
     profile = get_profile(profile)
-    experiments = [name for name in _select(only) if name in profile.experiments]
-    train = _items(profile.train)
-    specs: list[RunSpec] = []
-    if "overall" in experiments:
-        models = list(profile.models) if profile.models is not None else available_models()
-        # LGMRec first, so its runs exist early for every comparison
-        models.sort(key=lambda m: m != REFERENCE_MODEL)
+    experiments = [name for name in select_experiments(only) if name in profile.experiments]
+    result: list[WorkUnit] = []
+    if "overall" in experiments or "tuning" in experiments:
+        kind = "overall" if "overall" in experiments else "tuning"
         for dataset in profile.datasets:
-            for model in models:
-                for seed in profile.seeds:
-                    specs.append(RunSpec("overall", _model_label(model), dataset, model, seed, train=train))
+            for model in profile.model_names:
+                if kind == "overall" or profile.is_tuned(model):
+                    result.append(WorkUnit(kind, dataset, model))
     if "ablation" in experiments:
-        for dataset in profile.ablation_datasets or profile.datasets:
-            for label, overrides in ABLATIONS.items():
-                for seed in profile.ablation_seeds or profile.seeds:
-                    specs.append(RunSpec("ablation", label, dataset, REFERENCE_MODEL, seed, _items(overrides), train))
+        result += [WorkUnit("ablation", d, "") for d in profile.ablation_datasets or profile.datasets]
     if "sensitivity" in experiments:
         for dataset in profile.sensitivity_datasets or profile.datasets:
-            for parameter, values in profile.sensitivity.items():
-                for value in values:
-                    for seed in profile.sensitivity_seeds or profile.seeds:
-                        specs.append(RunSpec(
-                            "sensitivity", f"{parameter}={value}", dataset, REFERENCE_MODEL, seed,
-                            _items({parameter: value}), train, parameter=parameter, value=value,
-                        ))
+            result += [WorkUnit("sensitivity", dataset, p) for p in profile.sensitivity]
+    return result
+
+
+def unit_specs(profile: str | Profile, unit: WorkUnit, chosen: Mapping[str, Any] | None = None) -> list[RunSpec]:
+    """The runs of one unit. For an overall unit of a tuned model: the tuning points first, then
+    the seeds at ``chosen`` (the validation-chosen point; without it, only the tuning runs)."""
+    profile = get_profile(profile)
+    check_unit(profile, unit)
+    label = get_model_spec(unit.model).label
+    specs: list[RunSpec] = []
+    if unit.experiment in ("overall", "tuning") and profile.is_tuned(unit.model):
+        specs += [RunSpec("tuning", point_label(point), unit.dataset, unit.model, profile.tuning_seed, items(point))
+                  for point in profile.tuning_points(unit.model)]
+    if unit.experiment == "overall":
+        point = {} if not profile.is_tuned(unit.model) else chosen
+        if point is not None:
+            specs += [RunSpec("overall", label, unit.dataset, unit.model, seed, items(point)) for seed in profile.seeds]
+        if unit.model == REFERENCE_MODEL and profile.published_lgmrec_row:
+            specs += [RunSpec("overall", PUBLISHED_VARIANT, unit.dataset, unit.model, seed, items({"hyperedge_bug": True}))
+                      for seed in profile.seeds]
+    elif unit.experiment == "ablation":
+        for variant, overrides in ABLATIONS.items():
+            specs += [RunSpec("ablation", variant, unit.dataset, REFERENCE_MODEL, seed, items(overrides))
+                      for seed in profile.ablation_seeds or profile.seeds]
+    elif unit.experiment == "sensitivity":
+        for value in profile.sensitivity[unit.part]:
+            specs += [RunSpec("sensitivity", f"{unit.part}={value}", unit.dataset, REFERENCE_MODEL, seed,
+                              items({unit.part: value}), parameter=unit.part, value=value)
+                      for seed in profile.sensitivity_seeds or profile.seeds]
     return specs
 
 
-def _select(only: str | list[str] | None) -> list[str]:
+def check_unit(profile: Profile, unit: WorkUnit) -> None:
+    """A clear error for a unit that is not part of the profile (e.g. a notebook's parameters)."""
+    if unit.experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {unit.experiment!r}; choose from {', '.join(EXPERIMENTS)} (or adhoc)")
+    if unit.dataset not in profile.datasets:
+        raise ConfigError(f"profile {profile.name}: no dataset {unit.dataset!r} ({', '.join(profile.datasets)})")
+    if unit.experiment in ("overall", "tuning") and unit.part not in profile.model_names:
+        raise ConfigError(f"profile {profile.name}: no model {unit.part!r} ({', '.join(profile.model_names)})")
+    if unit.experiment == "sensitivity" and unit.part not in profile.sensitivity:
+        raise ConfigError(f"profile {profile.name}: no sensitivity curve for {unit.part!r} "
+                          f"({', '.join(profile.sensitivity) or 'none'})")
+
+
+def replication_specs(profile: Profile, unit: WorkUnit, test_point: Mapping[str, Any],
+                      validation_point: Mapping[str, Any]) -> list[RunSpec]:
+    """MMRec's (test-chosen) point with the profile's seeds, where it differs from ours."""
+    if not profile.replicate_test_choice or dict(test_point) == dict(validation_point):
+        return []
+    return [RunSpec("tuning", f"test-chosen: {point_label(test_point)}", unit.dataset, unit.model, seed,
+                    items(test_point)) for seed in profile.seeds if seed != profile.tuning_seed]
+
+
+def plan(profile: str | Profile, only: str | Sequence[str] | None = None,
+         chosen: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> list[RunSpec]:
+    """Every run of the profile's experiments (``only``: some of them), in run order.
+
+    ``chosen``: (dataset, model) -> validation-chosen tuning point; a tuned model's overall runs
+    are planned only once its point is known. The same configuration may serve several
+    experiments (the full LGMRec of the ablation is an overall run); it appears once per
+    experiment here and runs once, since the store is keyed by the resolved configuration.
+    """
+    profile = get_profile(profile)
+    wanted = select_experiments(only)
+    specs: list[RunSpec] = []
+    for unit in units(profile, wanted):
+        point = (chosen or {}).get((unit.dataset, unit.model))
+        specs += [s for s in unit_specs(profile, unit, point) if s.experiment in wanted]
+    return specs
+
+
+def select_experiments(only: str | Sequence[str] | None) -> list[str]:
+    """Experiment names (derived analyses map to their base); ``None``: all of them."""
     if only is None:
         return list(EXPERIMENTS)
     names = [only] if isinstance(only, str) else list(only)
@@ -263,14 +374,17 @@ def _select(only: str | list[str] | None) -> list[str]:
             raise ConfigError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS + tuple(DERIVED))}")
         if base not in selected:
             selected.append(base)
+        if base == "overall" and "tuning" not in selected:  # the overall runs need the chosen points
+            selected.append("tuning")
     return selected
 
 
-def iter_profiles() -> Iterator[Profile]:
-    yield from PROFILES.values()
+def with_overrides(spec: RunSpec, extra: Mapping[str, Any]) -> RunSpec:
+    return replace(spec, overrides=items({**spec.overrides_dict, **extra}))
 
 
 __all__ = [
-    "ABLATIONS", "EXPERIMENTS", "PROFILES", "PAPER_SEEDS", "Profile", "RunSpec", "SENSITIVITY_SYMBOLS",
-    "available_models", "get_profile", "plan",
+    "ABLATIONS", "DEFAULT_PROFILE", "EXPERIMENTS", "PROFILES", "PAPER_SEEDS", "Profile", "RunSpec",
+    "SENSITIVITY_SYMBOLS", "WorkUnit", "available_models", "get_profile", "plan", "point_label",
+    "select_experiments", "unit_specs", "units",
 ]

@@ -45,7 +45,7 @@ class BookContext:
 
     @classmethod
     def create(cls, profile: str | None = None, results: str | None = None) -> "BookContext":
-        name = profile or os.environ.get(PROFILE_ENV) or "quick"
+        name = profile or os.environ.get(PROFILE_ENV) or "embedded"
         context = cls(get_profile(name), ResultStore(results))
         if context.records.empty:
             raise DataError(
@@ -59,7 +59,7 @@ class BookContext:
         return self.store.load(self.profile.name)
 
     def runs(self, experiment: str, include_failed: bool = False) -> pd.DataFrame:
-        from .pipeline import collect
+        from .collect import collect
 
         runs = collect(self.profile, experiment, include_failed=include_failed, records=self.records)
         runs["label"] = runs["model"].map(model_labels())
@@ -82,7 +82,7 @@ class BookContext:
         return "\n\n".join(lines)
 
     def progress(self) -> pd.DataFrame:
-        from .pipeline import progress_table
+        from .collect import progress_table
 
         return progress_table(self.profile, records=self.records)
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .files import TEMP_SUFFIX, write_atomic
+from .files import remove_stale_temp_files, write_atomic
 
 RECORD_VERSION = 1
+RUN_LOG = "runs.log"
 RESULTS_ENV = "LGMREC_RESULTS_DIR"
 # keys every valid record has; a record missing one is treated as corrupt
 REQUIRED_KEYS = ("record_version", "config_hash", "profile", "dataset", "model", "seed", "status", "config")
@@ -152,8 +154,9 @@ class ResultStore:
         record = self.read_record(key)
         return record is not None and record["config_hash"] == key.config_hash
 
-    def iter_records(self, profile: str | None = None) -> Iterator[dict]:
-        base = self.root / _safe_name(profile) if profile else self.root
+    def iter_records(self, profile: str | None = None, folder: Path | None = None) -> Iterator[dict]:
+        """Every readable record of a profile (or of the whole store, or under ``folder``)."""
+        base = folder if folder is not None else self.root / _safe_name(profile) if profile else self.root
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*-seed*.json")):
@@ -193,15 +196,20 @@ class ResultStore:
         write_atomic(path, lambda tmp: tmp.write_text(text))
         return path
 
+    def log_event(self, key: RunKey, event: str) -> None:
+        """Append ``<time> <host>:<pid> <record> <event>`` to ``<profile>/runs.log``: which process
+        trained what, when (one short append per line; readable while grids run)."""
+        line = (f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='milliseconds')} "
+                f"{socket.gethostname()}:{os.getpid()} {key.dataset}/{key.model}/{key.stem} {event}\n")
+        path = self.root / _safe_name(key.profile) / RUN_LOG
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(line)
+
     def remove_temp_files(self, profile: str) -> int:
-        """Delete temporary files left by killed writers; returns how many."""
+        """Delete temporary files left by killed writers on this machine; returns how many."""
         base = self.root / _safe_name(profile)
-        count = 0
-        if base.is_dir():
-            for path in base.rglob(f".*{TEMP_SUFFIX}"):
-                path.unlink(missing_ok=True)
-                count += 1
-        return count
+        return remove_stale_temp_files(base) if base.is_dir() else 0
 
     # ------------------------------------------------------------------ tables
     def load(self, profile: str | None = None) -> pd.DataFrame:

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from .config import TrainConfig, asdict, build_dataclass
+from .config import TrainConfig, asdict
 from .data import InteractionData
 from .evaluation import evaluate
 from .errors import LGMRecError
-from .models import get_model_spec, resolve_model_config
+from .models import get_model_spec
 from .models.base import Recommender
 from .provenance import code_version, environment
 
@@ -102,11 +102,6 @@ class NegativeSampler:
         return negatives
 
 
-def train_config_for(model_name: str, values: dict[str, Any] | None = None) -> TrainConfig:
-    """The protocol's TrainConfig, with the model's own training defaults, then ``values``."""
-    return build_dataclass(TrainConfig, {**get_model_spec(model_name).train_defaults, **(values or {})})
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,13 +120,17 @@ def train_model(
 ) -> RunResult:
     """Train one model on ``data`` with one seed and return its metrics.
 
-    ``model_config`` (a dataclass) wins over ``preset`` + ``overrides``; a NaN/Inf loss is
-    returned as a run with ``status="failed"`` and the reason in ``error``.
+    ``model_config`` / ``train_config`` (dataclasses) win over what :func:`lgmrec.resolve.resolve_run`
+    makes of ``preset`` + ``overrides``; a NaN/Inf loss is returned as a run with
+    ``status="failed"`` and the reason in ``error``.
     """
+    from .resolve import resolve_run
+
     spec = get_model_spec(model_name)
-    train_config = train_config or train_config_for(model_name)
-    if model_config is None:
-        model_config = resolve_model_config(spec, data.name, preset, overrides)
+    if model_config is None or train_config is None:
+        resolved = resolve_run(model_name, data.name, overrides, preset=preset)
+        model_config = model_config or resolved.model_config
+        train_config = train_config or resolved.train_config
     result = RunResult(
         config={
             "dataset": data.name,

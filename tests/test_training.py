@@ -41,11 +41,11 @@ def test_early_stopping_and_best_epoch_test_metrics(tiny_data):
 
 
 def test_model_training_defaults_and_learning_rate_decay(tiny_data):
-    from lgmrec.training import train_config_for
+    from lgmrec.resolve import resolve_run
 
-    assert train_config_for("lgmrec").lr_decay == 1.0  # the protocol: a constant learning rate
-    assert train_config_for("lattice").lr_decay == 0.96
-    assert train_config_for("lattice", {"lr_decay": 1.0}).lr_decay == 1.0  # explicit values win
+    assert resolve_run("lgmrec", "x").train_config.lr_decay == 1.0  # the protocol: a constant learning rate
+    assert resolve_run("lattice", "x").train_config.lr_decay == 0.96
+    assert resolve_run("lattice", "x", {"lr_decay": 1.0}).train_config.lr_decay == 1.0  # explicit values win
     config = TrainConfig(max_epochs=3, patience=5, lr_decay=0.5, lr_decay_epochs=1, device="cpu")
     result = train_model(tiny_data, "bpr", train_config=config, seed=0)
     assert [h["learning_rate"] for h in result.history] == [1e-3, 5e-4, 2.5e-4]

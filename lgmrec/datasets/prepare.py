@@ -44,7 +44,7 @@ from typing import IO
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..data import load_dataset
 from ..errors import DataError, LGMRecError

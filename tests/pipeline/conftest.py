@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from lgmrec.executors import GridOptions, run_grid
 from lgmrec.grids import PROFILES, SMOKE_PRESETS, Profile
-from lgmrec.pipeline import run_grid
 from lgmrec.results import ResultStore
 
 
+
 def tiny_profile(name: str = "tiny", **changes) -> Profile:
-    """One tiny dataset, BPR + LGMRec, one seed, two epochs; override any field."""
+    """One tiny dataset, BPR + LGMRec, one seed, two epochs, no tuning; override any field."""
     values = dict(
         name=name, description="test profile", data="synthetic", datasets=("smoke-baby",),
         seeds=(999,), train={"max_epochs": 2, "patience": 2}, models=("lgmrec", "bpr"),
@@ -18,6 +19,11 @@ def tiny_profile(name: str = "tiny", **changes) -> Profile:
     )
     values.update(changes)
     return Profile(**values)
+
+
+def grid(profile, store, only=None, **options):
+    """run_grid in this process, without notebooks (fast); ``options``: GridOptions fields."""
+    return run_grid(profile, only, store, "inprocess", GridOptions(notebooks=False, **options), progress=False)
 
 
 @pytest.fixture
@@ -29,6 +35,6 @@ def store(tmp_path):
 def smoke_results(tmp_path_factory):
     """The whole smoke profile, run once per test session (read-only for the tests)."""
     store = ResultStore(tmp_path_factory.mktemp("smoke") / "results")
-    summary = run_grid(PROFILES["smoke"], store=store, progress=False)
+    summary = grid(PROFILES["smoke"], store)
     assert summary.failed == [] and summary.ran == summary.planned
     return store

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lgmrec.pipeline import collect
+from lgmrec.collect import collect
 from lgmrec.reference import read_reference
 from lgmrec.results import read_per_user_file
 from lgmrec.stats import (

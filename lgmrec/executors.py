@@ -1,0 +1,357 @@
+"""Executing a profile's grid: one execution layer, three backends.
+
+A grid is a list of :class:`~lgmrec.grids.WorkUnit` s. A unit runs, by default, as one papermill
+execution of ``notebooks/run_experiment.ipynb`` whose executed copy is kept beside the unit's
+records (``notebooks=False``: the same code as a plain function call). Backends:
+
+- ``local`` (default): N worker processes on this machine, each running one unit at a time with
+  ``threads`` torch threads (N x threads = the cores);
+- ``ray``: every unit is a Ray task with declared resources (``cpus_per_run``, ``gpus_per_run``,
+  fractional GPUs allowed) on an existing cluster (``address="auto"`` or ``"ray://host:port"``)
+  or, without an address, a local Ray instance; needs ``pip install '.[cluster]'``;
+- ``inprocess``: units one after another in this process, as function calls (debugging).
+
+Faults: a unit whose worker dies (SIGKILL, a lost Ray node, a crashed kernel) is run again, up to
+``max_attempts`` times; its finished runs are kept and its interrupted run, which left no record,
+is redone. Runs are claimed while they train (:mod:`lgmrec.claims`), so a second driver on the
+same results folder skips what the first is training and waits for it. Records appear atomically
+(:mod:`lgmrec.files`), so nothing is lost, duplicated or half-written.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+import warnings
+
+from .datasets.named import check_datasets_available
+from .errors import ConfigError
+from .grids import PROFILES, Profile, WorkUnit, get_profile, units
+from .results import ResultStore, read_record_file
+from .worker import run_unit_job
+
+EXECUTORS = ("local", "ray", "inprocess")
+RETRY_DELAY_S = 2.0  # before rerunning a unit whose runs another driver is training
+
+
+@dataclass
+class GridOptions:
+    force: bool = False
+    retry_failed: bool = False
+    notebooks: bool = True  # each unit is a papermill-executed notebook
+    max_attempts: int = 3  # per unit, counting the first
+    workers: int | None = None  # local: parallel units (None: the usable cores)
+    threads: int | None = None  # local: torch threads per worker (None: cores // workers)
+    address: str | None = None  # ray: cluster address; None starts a local instance
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+
+@dataclass
+class GridSummary:
+    profile: str
+    units: int = 0
+    planned: int = 0  # runs known at the start (tuned models' seeds included)
+    ran: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)  # failed runs and units that gave up
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"profile {self.profile}: {self.planned} runs in {self.units} units, {self.ran} run now, "
+                f"{self.skipped} already done, {len(self.failed)} failed, {self.seconds / 60:.1f} min")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- one unit
+
+
+def unit_job(profile: Profile, store: ResultStore, options: GridOptions, threads: int | None) -> dict:
+    """What a worker needs to run units (:func:`lgmrec.worker.run_unit_job`): a named profile is
+    passed by name (the notebook takes names), another one as the object itself."""
+    named = PROFILES.get(profile.name) == profile
+    if options.notebooks and not named:
+        raise ConfigError(f"profile {profile.name}: notebooks need a named profile (use --no-notebooks)")
+    return {"profile": profile.name if named else profile, "results": str(store.root.resolve()),
+            "notebooks": options.notebooks, "force": options.force, "retry_failed": options.retry_failed,
+            "threads": threads}
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+class Progress:
+    """The driver's view: a bar over runs and one line per record that appears in the folder."""
+
+    def __init__(self, profile: Profile, store: ResultStore, total: int, show: bool):
+        from tqdm import tqdm
+
+        self.folder = store.root / profile.name
+        self.seen = self._records()
+        self.ran = 0
+        interactive = sys.stderr.isatty()
+        # in a log (not a terminal) the bar redraws rarely; every finished run prints its own line
+        self.bar = tqdm(total=total, initial=min(len(self.seen), total), desc=f"grid {profile.name}", unit="run",
+                        disable=not show, file=sys.stderr, dynamic_ncols=True, smoothing=0.05,
+                        mininterval=0.5 if interactive else 60)
+        self.show = show
+
+    def _records(self) -> dict[Path, int]:
+        """Record files and their modification times (a rewritten record is a new run)."""
+        found = {}
+        for path in self.folder.rglob("*-seed*.json") if self.folder.is_dir() else []:
+            try:
+                found[path] = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                pass
+        return found
+
+    def poll(self) -> None:
+        for path, mtime in sorted(self._records().items()):
+            if self.seen.get(path) == mtime:
+                continue
+            with warnings.catch_warnings():  # a torn record was reported when it was found
+                warnings.simplefilter("ignore")
+                record = read_record_file(path)
+            if record is None:
+                continue
+            self.seen[path] = mtime
+            self.ran += 1
+            if self.bar.n < self.bar.total:
+                self.bar.update()
+            if self.show:
+                self.bar.write(run_line(record))
+
+    def write(self, text: str) -> None:
+        if self.show:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        self.poll()
+        self.bar.close()
+
+
+def run_line(record: dict) -> str:
+    what = f"{record['model']} on {record['dataset']} seed {record['seed']} [{record.get('experiment', '?')}: {record.get('variant', '')}]"
+    if record["status"] != "ok":
+        return f"{what}: FAILED: {record.get('error')}"
+    test = record.get("test") or {}
+    return (f"{what}: recall@20 {test.get('recall@20', math.nan):.4f} ndcg@20 {test.get('ndcg@20', math.nan):.4f}, "
+            f"best epoch {record.get('best_epoch')}/{record.get('epochs_run')}, {record.get('wall_seconds') or math.nan:.1f} s")
+
+
+def run_grid(profile: str | Profile, only: str | list[str] | None = None, store: ResultStore | None = None,
+             executor: str = "local", options: GridOptions | None = None, progress: bool = True) -> GridSummary:
+    """Run every unit of the profile (``only``: some experiments) that is not finished.
+
+    Safe to interrupt at any moment and to rerun: finished runs are kept and skipped.
+    """
+    from .collect import finished_runs, planned_run_count
+
+    profile = get_profile(profile)
+    options = options or GridOptions()
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    check_datasets_available(profile)
+    store = store or ResultStore()
+    removed = store.remove_temp_files(profile.name)
+    work = units(profile, only)
+    before = finished_runs(profile, only, store=store)
+    total = planned_run_count(profile, only)
+    summary = GridSummary(profile.name, units=len(work), planned=total)
+    tracker = Progress(profile, store, total, progress)
+    if removed:
+        tracker.write(f"removed {removed} temporary file(s) left by an interrupted run")
+    tracker.write(f"profile {profile.name}: {len(work)} units, {total} runs ({profile.description}); "
+                  f"executor {executor}; results in {store.root / profile.name}")
+    start = time.perf_counter()
+    backend = {"local": _run_local, "ray": _run_ray, "inprocess": _run_inprocess}[executor]
+    try:
+        summary.failed += backend(profile, work, store, options, tracker)
+    finally:
+        tracker.close()
+        summary.seconds = time.perf_counter() - start
+    summary.ran = tracker.ran
+    summary.skipped = sum(before)
+    failed_runs = finished_runs(profile, only, store=store)[1]
+    if failed_runs:
+        summary.failed.insert(0, f"{failed_runs} run(s) recorded as failed (see their records; --retry-failed reruns them)")
+    return summary
+
+
+def _run_inprocess(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
+                   tracker: Progress) -> list[str]:
+    from .runner import DatasetCache, run_unit
+
+    datasets = DatasetCache(profile)
+    pending = collections.deque(work)
+    while pending:
+        unit = pending.popleft()
+        outcome = run_unit(profile, unit, store, force=options.force, retry_failed=options.retry_failed,
+                           datasets=datasets, on_record=lambda *_: tracker.poll())
+        if not outcome.complete:  # another driver is training some of its runs
+            time.sleep(RETRY_DELAY_S)
+            pending.append(unit)
+    return []
+
+
+@dataclass
+class _Attempt:
+    unit: WorkUnit
+    number: int
+    log: Path
+
+
+class _Scheduler:
+    """Units waiting, attempts counted, the decision after each attempt (shared by local and ray)."""
+
+    def __init__(self, profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
+                 tracker: Progress):
+        self.profile, self.store, self.options, self.tracker = profile, store, options, tracker
+        self.waiting = collections.deque((unit, 1, 0.0) for unit in work)  # (unit, attempt, not before)
+        self.failures: list[str] = []
+        self.logs = store.root / profile.name / "logs"
+
+    def next_ready(self) -> _Attempt | None:
+        now = time.monotonic()
+        for _ in range(len(self.waiting)):
+            unit, number, not_before = self.waiting.popleft()
+            if not_before <= now:
+                return _Attempt(unit, number, self.logs / f"{unit.key.replace('/', '__')}.log")
+            self.waiting.append((unit, number, not_before))
+        return None
+
+    def finished(self, attempt: _Attempt, error: str | None) -> None:
+        """After an attempt: done, rerun (its runs are claimed elsewhere, or it died), or give up."""
+        from .collect import unit_pending
+
+        if error is None:
+            if unit_pending(self.profile, attempt.unit, self.store):
+                self.waiting.append((attempt.unit, attempt.number, time.monotonic() + RETRY_DELAY_S))
+            return
+        self.store.remove_temp_files(self.profile.name)  # what the dead worker was writing
+        if attempt.number < self.options.max_attempts:
+            self.tracker.write(f"unit {attempt.unit.key}: attempt {attempt.number} failed ({error}); retrying")
+            self.waiting.append((attempt.unit, attempt.number + 1, time.monotonic()))
+        else:
+            self.failures.append(f"unit {attempt.unit.key}: gave up after {attempt.number} attempts: {error} "
+                                 f"(log: {attempt.log})")
+            self.tracker.write(self.failures[-1])
+
+
+def _run_local(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
+               tracker: Progress) -> list[str]:
+    cores = usable_cores()
+    workers = max(1, options.workers or cores)
+    threads = options.threads or max(1, cores // workers)
+    scheduler = _Scheduler(profile, work, store, options, tracker)
+    scheduler.logs.mkdir(parents=True, exist_ok=True)
+    job = unit_job(profile, store, options, threads)
+    with tempfile.TemporaryDirectory(prefix="lgmrec-grid-") as tmp:
+        job_file = Path(tmp) / "job.pkl"
+        job_file.write_bytes(pickle.dumps(job))
+        env = {**os.environ, **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+               "PYTHONUNBUFFERED": "1"}
+        running: dict[subprocess.Popen, _Attempt] = {}
+        try:
+            while scheduler.waiting or running:
+                while len(running) < workers and (attempt := scheduler.next_ready()) is not None:
+                    log = open(attempt.log, "a")
+                    log.write(f"--- attempt {attempt.number} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                    log.flush()
+                    command = [sys.executable, "-m", "lgmrec.worker", str(job_file), json.dumps(attempt.unit.__dict__)]
+                    running[subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                             start_new_session=True)] = attempt
+                    log.close()
+                time.sleep(0.3)
+                tracker.poll()
+                for process in [p for p in running if p.poll() is not None]:
+                    attempt = running.pop(process)
+                    error = None if process.returncode == 0 else _exit_reason(process.returncode, attempt.log)
+                    scheduler.finished(attempt, error)
+        finally:
+            for process in running:  # interrupted: stop the workers (their runs left no record)
+                _kill_group(process)
+    return scheduler.failures
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _exit_reason(returncode: int, log: Path) -> str:
+    import signal
+
+    if returncode < 0:
+        return f"worker killed by {signal.Signals(-returncode).name}"
+    try:
+        last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1]
+    except (OSError, IndexError):
+        last = ""
+    return f"worker exited with code {returncode}: {last[-300:]}"
+
+
+def _ray_task(job: dict, unit: dict) -> None:
+    run_unit_job(job, unit)
+
+
+def _run_ray(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
+             tracker: Progress) -> list[str]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install '.[cluster]' (or pip install 'ray[default]')") from None
+    if not ray.is_initialized():
+        local = options.address is None
+        ray.init(address=options.address, num_cpus=(options.workers or usable_cores()) if local else None,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    job = unit_job(profile, store, options, threads=max(1, int(options.cpus_per_run)))
+    task = ray.remote(_ray_task).options(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run,
+                                         max_retries=0)
+    scheduler = _Scheduler(profile, work, store, options, tracker)
+    running: dict = {}
+    try:
+        while scheduler.waiting or running:
+            while (attempt := scheduler.next_ready()) is not None:
+                running[task.remote(job, attempt.unit.__dict__)] = attempt
+            if not running:
+                time.sleep(0.3)
+                continue
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            tracker.poll()
+            for ref in ready:
+                attempt = running.pop(ref)
+                try:
+                    ray.get(ref)
+                    error = None
+                except Exception as exc:  # a task error, a dead worker or a lost node: rerun the unit
+                    error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else ''}"
+                scheduler.finished(attempt, error)
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+    return scheduler.failures
+
+
+__all__ = ["EXECUTORS", "GridOptions", "GridSummary", "run_grid"]
