@@ -321,7 +321,7 @@ def _run_ray(profile: Profile, work: list[WorkUnit], store: ResultStore, options
     try:
         import ray
     except ImportError:
-        raise ConfigError("the ray executor needs Ray: pip install '.[cluster]' (or pip install 'ray[default]')") from None
+        raise ConfigError("the ray executor needs Ray: pip install '.[cluster]'") from None
     if not ray.is_initialized():
         local = options.address is None
         ray.init(address=options.address, num_cpus=(options.workers or usable_cores()) if local else None,
