@@ -68,11 +68,23 @@ def seed_everything(seed: int) -> torch.Generator:
     accumulates with several threads in a varying order, and metrics drift between equal runs.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_algorithms()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its side import of
+    torch._inductor (seconds per process, paid by every worker and notebook kernel)."""
+    if torch.are_deterministic_algorithms_enabled():
+        return
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # a torch without the private setter: the public call
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
 
 
 class NegativeSampler:
