@@ -139,6 +139,13 @@ def _read_interactions(path: Path) -> tuple[int, int, dict[str, np.ndarray]]:
         )
     users, items = columns["userID"], columns["itemID"]
     n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    pair = users * n_items + items
+    order = np.argsort(pair, kind="stable")
+    repeated = np.flatnonzero(pair[order][1:] == pair[order][:-1])
+    if len(repeated):  # the released files hold each (user, item) once; a repeat is a broken file
+        first, second = sorted(order[repeated[0]: repeated[0] + 2])
+        raise DataError(f"{path}: duplicate interaction (user {users[first]}, item {items[first]}) "
+                        f"in data rows {first + 1} and {second + 1}")
     splits = {
         s: np.stack([users[labels == v], items[labels == v]], axis=1)
         for s, v in SPLIT_LABELS.items()

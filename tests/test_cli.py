@@ -64,3 +64,51 @@ def test_generate_writes_a_loadable_folder(tmp_path):
     assert main(["generate", "--preset", "synth-baby-small", "--out", str(tmp_path)]) == 0
     data = load_dataset(tmp_path / "synth-baby-small")
     assert data.n_users > 1500 and data.modalities == ["image", "text"]
+
+
+def _dataset_folder(tmp_path, inter_text=None, features=True):
+    import numpy as np
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    rows = "userID\titemID\trating\ttimestamp\tx_label\n0\t0\t5\t1\t0\n0\t1\t5\t1\t2\n1\t1\t5\t1\t0\n1\t0\t5\t1\t1\n"
+    (folder / "toy.inter").write_text(rows if inter_text is None else inter_text)
+    if features:
+        np.save(folder / "image_feat.npy", np.ones((2, 3), np.float32))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("zero-byte .inter", "toy.inter: cannot parse as tab-separated text"),
+        ("header-only .inter", "toy.inter: no interactions"),
+        ("no feature files", "toy: no feature file (*_feat.npy) found"),
+        ("text features", "image_feat.npy: features must be numeric"),
+        ("object features", "image_feat.npy: not a readable .npy array"),
+        ("duplicate interactions", "toy.inter: duplicate interaction (user 0, item 1) in data rows 2 and 5"),
+    ],
+)
+def test_malformed_dataset_is_one_line_naming_the_file_and_exit_code_2(tmp_path, case, message):
+    import numpy as np
+
+    header = "userID\titemID\trating\ttimestamp\tx_label\n"
+    folder = {
+        "zero-byte .inter": lambda: _dataset_folder(tmp_path, inter_text=""),
+        "header-only .inter": lambda: _dataset_folder(tmp_path, inter_text=header),
+        "no feature files": lambda: _dataset_folder(tmp_path, features=False),
+        "text features": lambda: _dataset_folder(tmp_path),
+        "object features": lambda: _dataset_folder(tmp_path),
+        "duplicate interactions": lambda: _dataset_folder(
+            tmp_path, inter_text=header + "0\t0\t5\t1\t0\n0\t1\t5\t1\t0\n1\t1\t5\t1\t0\n1\t0\t5\t1\t1\n0\t1\t4\t2\t2\n"),
+    }[case]()
+    if case == "text features":
+        np.save(folder / "image_feat.npy", np.array([["a", "b", "c"], ["d", "e", "f"]]))
+    if case == "object features":
+        np.save(folder / "image_feat.npy", np.array([[1, None, 3], [4, 5, "x"]], dtype=object), allow_pickle=True)
+    proc = subprocess.run([sys.executable, "-m", "lgmrec", "train", "--data", str(folder), "--output",
+                           str(tmp_path / "x.json"), "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()

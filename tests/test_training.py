@@ -29,15 +29,34 @@ def test_same_seed_same_metrics_and_training_helps(tiny_data, model):
     assert losses[-1] < losses[0]
 
 
-def test_early_stopping_and_best_epoch_test_metrics(tiny_data):
-    config = TrainConfig(max_epochs=60, patience=3, batch_size=512, device="cpu")
+def test_early_stopping_and_best_epoch_test_metrics(tiny_data, monkeypatch):
+    import lgmrec.training as training
+
+    calls = []  # (split, metrics) of every evaluation, in order
+
+    def spy(model, data, split, *args, **kwargs):
+        result = real_evaluate(model, data, split, *args, **kwargs)
+        calls.append((split, result))
+        return result
+
+    real_evaluate = training.evaluate
+    monkeypatch.setattr(training, "evaluate", spy)
+    config = TrainConfig(max_epochs=200, patience=3, batch_size=512, device="cpu")
     result = train_model(tiny_data, "bpr", train_config=config, seed=1, overrides={"embedding_dim": 8})
     scores = [round(h["recall@20"], 4) for h in result.history]
     best = max(range(len(scores)), key=lambda e: (scores[e], -e))  # first epoch of the max
     assert result.best_epoch == best + 1
     assert result.valid["recall@20"] == result.history[best]["recall@20"]
-    if result.epochs_run < 60:  # stopped early: exactly patience + 1 stale epochs after the best
-        assert result.epochs_run == result.best_epoch + config.patience + 1
+    # stopped on the (patience + 1)-th epoch without a strict improvement, long before the cap
+    assert result.epochs_run == result.best_epoch + config.patience + 1 < config.max_epochs
+    assert all(score <= scores[best] for score in scores[best + 1:])
+    # the reported test metrics are those evaluated right after the best epoch's validation
+    valid_calls = [i for i, (split, _) in enumerate(calls) if split == "valid"]
+    after_best = calls[valid_calls[best] + 1]
+    assert after_best[0] == "test" and after_best[1].means == result.test
+    assert np.array_equal(after_best[1].per_user["recall@20"], result.per_user["recall@20"])
+    later_tests = [r.means for split, r in calls[valid_calls[best] + 2:] if split == "test"]
+    assert later_tests == []  # no test evaluation after the best epoch: nothing else to report
 
 
 def test_model_training_defaults_and_learning_rate_decay(tiny_data):
