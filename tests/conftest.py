@@ -17,3 +17,11 @@ def tiny_data():
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory, tiny_data):
     return write_dataset(tiny_data, tmp_path_factory.mktemp("datasets") / "tiny-baby")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests run tiny models, where one thread is fastest and timings do not depend on the load."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """MMGCN (Wei et al., ACM MM 2019): one graph convolution network per modality, averaged.
 
-Behaviour of MMRec's ``src/models/mmgcn.py`` with its ``MMGCN.yaml`` defaults:
+Follows MMRec ``src/models/mmgcn.py`` with ``src/configs/model/MMGCN.yaml`` (enoche/MMRec):
 
 - per modality m, node inputs ``X = normalize([P_m; c_i])`` (row-wise L2): user preferences
   ``P_m`` and item content ``c_i``, which is ``MLP(x_i)`` (``latent_dim`` 256) for the image and
@@ -10,34 +10,48 @@ Behaviour of MMRec's ``src/models/mmgcn.py`` with its ``MMGCN.yaml`` defaults:
   modalities, and ``x <- leaky_relu(G [h ; x_hat])`` (``concat``) or ``leaky_relu(G h + x_hat)``;
 - the final representation is the mean over modalities of the last layer's ``x``; dot-product
   scores;
-- loss: BPR plus ``reg_weight`` times the mean squared ID embeddings of the batch's users and of
-  its items plus the mean squared *whole* image preference table.
+- loss: BPR (mean over the batch) plus ``reg_weight`` times the mean squared ID embeddings of the
+  batch's users and of its items plus the mean squared *whole* image preference table (upstream's
+  own regulariser, not ``EmbLoss``).
 
-Upstream defects kept by default, each with a named switch:
+Upstream behaviours kept by default, each with a named switch (the deviations):
 
 - ``trainable_embeddings=False``: upstream creates the ID embeddings and the user preferences as
   plain tensors, not ``nn.Parameter`` s, so the optimiser never updates them (the authors' code
   does the same): they stay at their random initialisation and the regulariser on them has no
-  effect. ``True`` makes them trainable parameters;
+  effect on training (so neither has ``reg_weight``). ``True`` makes them trainable parameters;
 - ``concat=True``: upstream passes the *string* ``'False'`` as its concatenation flag, which is
   truthy, so the layers concatenate ``[h ; x_hat]``; ``False`` gives the additive variant;
 - ``n_layers=3``: the yaml sets ``n_layers: 2`` but upstream's GCN always runs three layers
-  (the value is stored and never read); ``n_layers=2`` gives what the yaml asks for.
+  (the value is stored and never read); ``n_layers=2`` gives what the yaml asks for;
+- ``eval_last_batch_representation=True``: upstream scores validation and test users with the
+  representation its ``forward`` cached in the last training batch (computed before that batch's
+  optimiser step, so one step old); ``False`` recomputes it from the current parameters. (Before
+  any training batch upstream would score with a random tensor; here the representation is then
+  computed.)
+
+Not an option: upstream's BPR term is ``-mean(log(sigmoid(x)))``; we use ``-logsigmoid(x)``,
+equal except where upstream's ``log`` underflows (score gaps below about -88, a loss of +inf).
 
 Modalities: any non-empty subset; ``projected_modalities`` names those that go through the
 ``latent_dim`` MLP (default: image only, as upstream). Initialisation follows upstream:
 Xavier-normal ID embeddings, preferences, convolution weights, the ``L`` weights and the first
 layer's ``G`` weight; torch's default for the other ``G`` layers, the MLP and all biases.
 
-Deviations: upstream scores validation and test users with the representation cached in the
-last training batch (one optimiser step old); here ``forward()`` recomputes it from the current
-parameters. The aggregation ``mean_(j in N(v)) x_j W`` is computed as ``(D^-1 A X) W``.
+Implementation (same arithmetic as upstream, reordered or cached): the aggregation
+``mean_(j in N(v)) x_j W`` is computed as ``(D^-1 A X) W``; ``G [h ; x_hat]`` as
+``G_h h + G_x x_hat`` (no concatenated copy); the normalised frozen preferences, and for a raw
+modality with frozen preferences the whole first-layer input and its aggregation, are computed
+once rather than every batch.
 
-Hyperparameters: ``embedding_size 64`` from the yaml (``n_layers`` as above); ``reg_weight`` is
-searched in ``{0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1}`` (and ``learning_rate`` in
-:data:`TRAIN_SEARCH_GRID`); neither MMRec nor the LGMRec paper publishes the chosen value, so
-the default ``reg_weight 1e-5`` is the MMGCN authors' own default (``--weight_decay`` in their
-``main.py``).
+Grids: MMRec searches ``reg_weight [0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1]`` x
+``learning_rate [1e-4, 5e-4, 1e-3, 5e-3, 1e-2]``; the reduced grid (the embedded default) tunes
+``learning_rate`` over ``[1e-3, 5e-3, 1e-2]`` (the larger rates: smaller ones need more epochs than
+the budget has) and keeps ``reg_weight`` at its default: with the default frozen embeddings
+``reg_weight`` does not change training, so more of its values would train identical models.
+Neither MMRec nor the LGMRec paper publishes the chosen values; the default ``reg_weight 1e-5``
+is the MMGCN authors' own default (``--weight_decay`` in their ``main.py``) and the learning rate
+is the protocol's 1e-3. The yaml fixes no training setting.
 """
 
 from __future__ import annotations
@@ -67,6 +81,7 @@ class MMGCNConfig:
     projected_modalities: tuple[str, ...] = ("image",)
     concat: bool = True
     trainable_embeddings: bool = False  # upstream never trains ID embeddings and preferences
+    eval_last_batch_representation: bool = True  # upstream scores with the last batch's forward
     reg_weight: float = 1e-5
     modalities: tuple[str, ...] = ()  # a subset of the dataset's modalities (empty = all)
 
@@ -92,6 +107,11 @@ def _xavier(shape: tuple[int, ...]) -> torch.Tensor:
     return nn.init.xavier_normal_(torch.empty(*shape))
 
 
+def _leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """``F.leaky_relu`` in place on a fresh intermediate (its backward needs only the result)."""
+    return F.leaky_relu(x, inplace=True)
+
+
 class ModalityGCN(nn.Module):
     def __init__(
         self, n_users: int, feature_dim: int, config: MMGCNConfig, projected: bool, trainable: bool
@@ -105,23 +125,65 @@ class ModalityGCN(nn.Module):
             self.preference = nn.Parameter(preference)
         else:
             self.register_buffer("preference", preference, persistent=False)
-        widths = [in_dim] + [d] * (config.n_layers - 1)
-        self.conv = nn.ParameterList([nn.Parameter(_xavier((w, w))) for w in widths])
-        self.linear = nn.ModuleList([nn.Linear(w, d) for w in widths])
-        self.gate = nn.ModuleList([nn.Linear(w + d if self.concat else w, d) for w in widths])
+        self.widths = [in_dim] + [d] * (config.n_layers - 1)
+        self.conv = nn.ParameterList([nn.Parameter(_xavier((w, w))) for w in self.widths])
+        self.linear = nn.ModuleList([nn.Linear(w, d) for w in self.widths])
+        self.gate = nn.ModuleList([nn.Linear(w + d if self.concat else w, d) for w in self.widths])
         for layer in self.linear:
             nn.init.xavier_normal_(layer.weight)
         nn.init.xavier_normal_(self.gate[0].weight)  # upstream re-initialises only the first one
+        self._constants: dict[str, torch.Tensor] = {}
+        self._constants_key: tuple | None = None
+
+    def _constant(self, name: str, key: tuple, compute) -> torch.Tensor:
+        """A value of frozen tensors only, computed once per ``key`` (devices and versions)."""
+        if self._constants_key != key:
+            self._constants, self._constants_key = {}, key
+        if name not in self._constants:
+            with torch.no_grad():
+                self._constants[name] = compute()
+        return self._constants[name]
+
+    def first_layer_input(
+        self, features: torch.Tensor, adjacency: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``X = normalize([P; c])`` and, when X is constant, its aggregation ``D^-1 A X``."""
+        if self.preference.requires_grad:
+            content = self.project(features) if self.project is not None else features
+            return F.normalize(torch.cat([self.preference, content])), None
+        key = (self.preference.device, self.preference._version, features.data_ptr(),
+               features._version, id(adjacency))
+        if self.project is None:  # frozen preferences and raw features: the whole input is constant
+            x = self._constant("x", key, lambda: F.normalize(torch.cat([self.preference, features])))
+            return x, self._constant("ax", key, lambda: torch.sparse.mm(adjacency, x))
+        # rows are normalised one by one, so the frozen preferences' rows are computed once
+        users = self._constant("users", key, lambda: F.normalize(self.preference))
+        return torch.cat([users, F.normalize(self.project(features))]), None
+
+    def preference_penalty(self) -> torch.Tensor:
+        """``mean(P^2)``, upstream's regulariser on the (image) preferences; a constant when frozen."""
+        if self.preference.requires_grad:
+            return self.preference.pow(2).mean()
+        key = (self.preference.device, self.preference._version)
+        if getattr(self, "_penalty_key", None) != key:
+            self._penalty, self._penalty_key = self.preference.pow(2).mean(), key
+        return self._penalty
 
     def forward(
         self, features: torch.Tensor, adjacency: torch.Tensor, id_embedding: torch.Tensor
     ) -> torch.Tensor:
-        content = self.project(features) if self.project is not None else features
-        x = F.normalize(torch.cat([self.preference, content]))
-        for conv, linear, gate in zip(self.conv, self.linear, self.gate):
-            h = F.leaky_relu(graph.spmm(adjacency, x) @ conv)
-            x_hat = F.leaky_relu(linear(x)) + id_embedding
-            x = F.leaky_relu(gate(torch.cat([h, x_hat], dim=1)) if self.concat else gate(h) + x_hat)
+        x, aggregated = self.first_layer_input(features, adjacency)
+        for conv, linear, gate, width in zip(self.conv, self.linear, self.gate, self.widths):
+            if aggregated is None:
+                aggregated = graph.spmm(adjacency, x)
+            h = _leaky_relu(aggregated @ conv)
+            x_hat = _leaky_relu(linear(x)) + id_embedding
+            if self.concat:  # G [h ; x_hat] = G_h h + G_x x_hat, without the concatenated copy
+                gate_h, gate_x = gate.weight.split([width, gate.weight.shape[1] - width], dim=1)
+                x = _leaky_relu(torch.addmm(torch.addmm(gate.bias, h, gate_h.t()), x_hat, gate_x.t()))
+            else:
+                x = _leaky_relu(gate(h) + x_hat)
+            aggregated = None
         return x
 
 
@@ -158,22 +220,39 @@ class MMGCN(Recommender):
                            config.trainable_embeddings)
             for m, t in features.items()
         })
+        #: the representation of the last training forward (detached), as upstream's ``self.result``
+        self.last_batch_representation: Embeddings | None = None
 
-    def forward(self) -> Embeddings:
+    def representation(self) -> Embeddings:
+        """The mean over modalities of each modality GCN's output, from the current parameters."""
         reps = [
             self.gcn[m](getattr(self, f"features_{m}"), self.adjacency, self.id_embedding)
             for m in self.modalities
         ]
-        users, items = (torch.stack(reps).sum(dim=0) / len(reps)).split([self.n_users, self.n_items])
+        total = reps[0]
+        for rep in reps[1:]:
+            total = total + rep
+        users, items = (total / len(reps)).split([self.n_users, self.n_items])
         return Embeddings(users, items)
+
+    def forward(self) -> Embeddings:
+        cached = self.last_batch_representation
+        if not self.training and self.config.eval_last_batch_representation and cached is not None \
+                and cached.users.device == self.id_embedding.device:
+            return cached
+        emb = self.representation()
+        if self.training:
+            self.last_batch_representation = Embeddings(emb.users.detach(), emb.items.detach())
+        return emb
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
-        total = bpr_loss(emb.users[users], emb.items[pos_items], emb.items[neg_items])
+        u = emb.users.index_select(0, users)
+        total = bpr_loss(u, emb.items.index_select(0, pos_items), emb.items.index_select(0, neg_items))
         batch_items = torch.cat([pos_items, neg_items]) + self.n_users
         reg = self.id_embedding[users].pow(2).mean() + self.id_embedding[batch_items].pow(2).mean()
         if "image" in self.gcn:  # upstream regularises the image (v_gcn) preferences only
-            reg = reg + self.gcn["image"].preference.pow(2).mean()
+            reg = reg + self.gcn["image"].preference_penalty()
         return total + self.config.reg_weight * reg
 
 
@@ -188,20 +267,27 @@ def build(data: InteractionData, config: MMGCNConfig) -> MMGCN:
     )
 
 
-MMREC_DEFAULTS = {
-    "embedding_dim": 64, "n_layers": 3, "latent_dim": 256, "concat": True,
-    "trainable_embeddings": False, "reg_weight": 1e-5,
-}
-#: Searched by MMRec alongside reg_weight, but a training setting, not a model hyperparameter.
-TRAIN_SEARCH_GRID = {"learning_rate": [0.0001, 0.0005, 0.001, 0.005, 0.01]}
-
 SPEC = ModelSpec(
     name="mmgcn",
     label="MMGCN",
     config_class=MMGCNConfig,
     build=build,
     multimodal=True,
-    presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
-    default_preset="mmrec-default",
-    tuning_grid={"reg_weight": [0.0, 0.00001, 0.0001, 0.001, 0.01, 0.1]},
+    tuning_grid={
+        "reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+        "learning_rate": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2],
+    },
+    reduced_grid={"learning_rate": [1e-3, 5e-3, 1e-2]},
+    reference="MMRec src/models/mmgcn.py + src/configs/model/MMGCN.yaml",
+    deviations={
+        "trainable_embeddings": "MMRec keeps the ID embeddings and user preferences as plain tensors the "
+                                "optimiser never updates (False, the default); True trains them",
+        "concat": "MMRec's flag is the truthy string 'False', so its layers concatenate [h; x_hat] "
+                  "(True, the default); False gives the additive layer G h + x_hat",
+        "n_layers": "MMRec's GCN always runs 3 layers (the default) whatever its yaml's n_layers: 2; "
+                    "2 gives what the yaml asks for",
+        "eval_last_batch_representation": "MMRec scores validation/test users with the representation "
+                                          "cached by the last training batch's forward, one optimiser "
+                                          "step old (True, the default); False recomputes it",
+    },
 )

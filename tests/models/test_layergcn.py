@@ -1,11 +1,15 @@
 """LayerGCN: layer-refined propagation, alternating edge pruning, summed BPR + L2 loss."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lgmrec.config import field_names
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
+from lgmrec.models.layergcn import _CosineRescale, edge_normalization, symmetric_adjacency
 
 from .mm_baseline_checks import (
     check_shapes,
@@ -23,9 +27,42 @@ def dense_normalized(block: torch.Tensor) -> torch.Tensor:
     di = (block.sum(0) + 1e-7).pow(-0.5)
     weighted = du[:, None] * block * di[None, :]
     n_u, n_i = block.shape
-    top = torch.cat([torch.zeros(n_u, n_u), weighted], 1)
-    bottom = torch.cat([weighted.T, torch.zeros(n_i, n_i)], 1)
+    top = torch.cat([torch.zeros(n_u, n_u, dtype=block.dtype), weighted], 1)
+    bottom = torch.cat([weighted.T, torch.zeros(n_i, n_i, dtype=block.dtype)], 1)
     return torch.cat([top, bottom], 0)
+
+
+def dense_layer_refined(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """MMRec's LayerGCN forward, by hand: ``sum_l E_l``, ``E_l = cos(A E_(l-1), E_0) A E_(l-1)``."""
+    current, layers = ego, []
+    for _ in range(n_layers):
+        propagated = adjacency @ current
+        cosine = (propagated * ego).sum(1) / (
+            propagated.norm(dim=1).clamp_min(1e-8) * ego.norm(dim=1).clamp_min(1e-8)
+        )
+        current = cosine[:, None] * propagated
+        layers.append(current)
+    return sum(layers)
+
+
+def fix_weights(model, scale: float = 0.3, seed: int = 5) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (model.user_embedding, model.item_embedding):
+            p.copy_(torch.randn(p.shape, generator=generator) * scale)
+
+
+def mmrec_loss_parts(model, data, users, pos, neg):
+    """MMRec's calculate_loss re-derived in float64 on dense tensors: (summed BPR, L2Loss, leaves)."""
+    user_table = model.user_embedding.detach().double().requires_grad_()
+    item_table = model.item_embedding.detach().double().requires_grad_()
+    adjacency = dense_normalized(torch.tensor(data.train_matrix.toarray(), dtype=torch.float64))
+    final = dense_layer_refined(adjacency, torch.cat([user_table, item_table]), model.config.n_layers)
+    u, i = final[:data.n_users], final[data.n_users:]
+    gap = (u[users] * i[pos]).sum(1) - (u[users] * i[neg]).sum(1)
+    bpr = torch.sum(-torch.log(torch.sigmoid(gap)))  # upstream: LogSigmoid, summed
+    l2 = sum(0.5 * torch.sum(t ** 2) for t in (user_table[users], item_table[pos], item_table[neg]))
+    return bpr, l2, (user_table, item_table)
 
 
 def test_shapes_and_every_parameter_trains(tiny_data):
@@ -39,28 +76,71 @@ def test_evaluation_embeddings_equal_a_dense_rederivation(tiny_data):
     model = make_model("layergcn", tiny_data, n_layers=3)
     adjacency = dense_normalized(torch.tensor(tiny_data.train_matrix.toarray()))
     ego = torch.cat([model.user_embedding, model.item_embedding]).detach()
-    current, expected = ego, torch.zeros_like(ego)
-    for _ in range(3):
-        propagated = adjacency @ current
-        weights = (propagated * ego).sum(1) / (propagated.norm(dim=1) * ego.norm(dim=1))
-        current = weights[:, None] * propagated
-        expected = expected + current
+    expected = dense_layer_refined(adjacency, ego, 3)
     model.eval()
     with torch.no_grad():
         emb = model()
     torch.testing.assert_close(torch.cat([emb.users, emb.items]), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_loss_is_summed_bpr_plus_half_squared_ego_norms(tiny_data):
-    model = make_model("layergcn", tiny_data, reg_weight=0.3, dropout=0.0)
-    users, pos, neg = training_batch(tiny_data)
-    emb = model()
-    u, p, n = emb.users[users], emb.items[pos], emb.items[neg]
-    bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).sum()
-    l2 = 0.5 * sum(t.pow(2).sum() for t in (
-        model.user_embedding[users], model.item_embedding[pos], model.item_embedding[neg]
-    ))
-    torch.testing.assert_close(model.loss(users, pos, neg), bpr + 0.3 * l2)
+def test_loss_and_gradients_equal_mmrec_formula(tiny_data):
+    reg_weight = 0.3
+    model = make_model("layergcn", tiny_data, reg_weight=reg_weight, dropout=0.0)
+    fix_weights(model)
+    users, pos, neg = training_batch(tiny_data, size=48, seed=2)
+    bpr, l2, (user_table, item_table) = mmrec_loss_parts(model, tiny_data, users, pos, neg)
+    expected = bpr + reg_weight * l2
+    model.train()
+    loss = model.loss(users, pos, neg)
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=0)
+    # the scale matters: a mean BPR or MMRec's EmbLoss in place of L2Loss would fail this test
+    emb_loss = (user_table[users].norm() + item_table[pos].norm() + item_table[neg].norm()) / len(users)
+    for wrong in (bpr / len(users) + reg_weight * l2, bpr + reg_weight * emb_loss, bpr + reg_weight * 2 * l2):
+        assert abs(wrong.item() - expected.item()) > 1e-4 * abs(expected.item())
+    expected.backward()
+    loss.backward()
+    torch.testing.assert_close(model.user_embedding.grad.double(), user_table.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.item_embedding.grad.double(), item_table.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_pruned_training_gradients_equal_a_dense_rederivation(tiny_data):
+    model = make_model("layergcn", tiny_data, dropout=0.2, n_layers=2)
+    fix_weights(model, seed=9)
+    model.train()
+    model.on_epoch_start(1)
+    adjacency = model.pruned_adjacency.to_dense().double()
+    users, pos, neg = training_batch(tiny_data, size=32, seed=4)
+    user_table = model.user_embedding.detach().double().requires_grad_()
+    item_table = model.item_embedding.detach().double().requires_grad_()
+    final = dense_layer_refined(adjacency, torch.cat([user_table, item_table]), 2)
+    u, i = final[:tiny_data.n_users], final[tiny_data.n_users:]
+    expected = -F.logsigmoid((u[users] * (i[pos] - i[neg])).sum(1)).sum() + model.config.reg_weight * 0.5 * (
+        user_table[users].pow(2).sum() + item_table[pos].pow(2).sum() + item_table[neg].pow(2).sum()
+    )
+    loss = model.loss(users, pos, neg)
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=0)
+    expected.backward()
+    loss.backward()
+    torch.testing.assert_close(model.user_embedding.grad.double(), user_table.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.item_embedding.grad.double(), item_table.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_cosine_rescale_matches_torch_including_zero_rows():
+    generator = torch.Generator().manual_seed(0)
+    propagated = torch.randn(7, 5, dtype=torch.float64, generator=generator)
+    propagated[3] = 0.0  # a node whose edges were all pruned
+    propagated.requires_grad_()
+    ego = torch.randn(7, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    grad = torch.randn(7, 5, dtype=torch.float64, generator=generator)
+    fused = _CosineRescale.apply(propagated, F.normalize(ego, dim=1, eps=1e-8))
+    reference = F.cosine_similarity(propagated, ego, dim=-1)[:, None] * propagated
+    torch.testing.assert_close(fused, reference)
+    for mine, theirs in zip(torch.autograd.grad(fused, (propagated, ego), grad),
+                            torch.autograd.grad(reference, (propagated, ego), grad)):
+        torch.testing.assert_close(mine, theirs)
+    leaves = (torch.randn(6, 4, dtype=torch.float64, generator=generator, requires_grad=True),
+              torch.randn(6, 4, dtype=torch.float64, generator=generator, requires_grad=True))
+    assert torch.autograd.gradcheck(lambda p, e: _CosineRescale.apply(p, F.normalize(e, dim=1, eps=1e-8)), leaves)
 
 
 def test_pruning_keeps_the_right_share_renormalises_and_alternates(tiny_data):
@@ -91,6 +171,24 @@ def test_pruning_keeps_the_right_share_renormalises_and_alternates(tiny_data):
     assert survival[1] > 1.1 and abs(survival[2] - 1) < 0.03, survival
 
 
+def test_pruned_matrix_is_the_sorted_coo_matrix_of_the_kept_edges(tiny_data):
+    model = make_model("layergcn", tiny_data, dropout=0.3)
+    torch.manual_seed(1)
+    model.on_epoch_start(1)
+    torch.manual_seed(1)
+    n_edges = model.edge_weights.numel()
+    keep = torch.multinomial(model.edge_weights, int(n_edges * 0.7), replacement=False)
+    kept_edges = model.train_edges[:, keep]
+    expected = symmetric_adjacency(
+        kept_edges, edge_normalization(kept_edges, tiny_data.n_users, tiny_data.n_items),
+        tiny_data.n_users, tiny_data.n_items,
+    )
+    actual = model.pruned_adjacency
+    assert torch.equal(actual.crow_indices(), expected.crow_indices())
+    assert torch.equal(actual.col_indices(), expected.col_indices())
+    assert torch.equal(actual.values(), expected.values())
+
+
 def test_evaluation_uses_the_full_graph_and_no_dropout_means_no_pruning(tiny_data):
     model = make_model("layergcn", tiny_data, dropout=0.2)
     model.on_epoch_start(1)
@@ -105,14 +203,24 @@ def test_evaluation_uses_the_full_graph_and_no_dropout_means_no_pruning(tiny_dat
     assert unpruned.pruned_adjacency is unpruned.norm_adjacency
 
 
-def test_spec_and_validation():
+def test_spec_grids_and_validation():
     spec = get_model_spec("layergcn")
-    assert spec.label == "LayerGCN" and not spec.multimodal
+    assert spec.label == "LayerGCN" and not spec.multimodal and spec.default_preset is None
+    assert spec.reference == "MMRec src/models/layergcn.py + src/configs/model/LayerGCN.yaml"
     config = resolve_model_config(spec, "sports")
     assert (config.embedding_dim, config.n_layers, config.dropout, config.reg_weight) == (64, 4, 0.1, 1e-4)
     assert spec.tuning_grid == {
         "n_layers": [4], "dropout": [0.0, 0.1, 0.2], "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5]
     }
+    assert list(spec.tuning_grid) == ["n_layers", "dropout", "reg_weight"]  # the yaml's order
+    assert spec.reduced_grid == {"reg_weight": [1e-2, 1e-4, 1e-5]}
+    for name, values in spec.reduced_grid.items():
+        assert set(values) <= set(spec.tuning_grid[name])
+    defaults = dataclasses.asdict(spec.config_class())
+    for name, values in spec.tuning_grid.items():
+        assert defaults[name] in values
+    assert defaults["reg_weight"] in spec.reduced_grid["reg_weight"]
+    assert set(spec.deviations) <= field_names(spec.config_class) and not spec.train_defaults
     for bad in ({"dropout": 1.0}, {"n_layers": 0}, {"reg_weight": -1e-3}):
         with pytest.raises(ConfigError, match="LayerGCN"):
             resolve_model_config(spec, "baby", overrides=bad)
