@@ -1,43 +1,61 @@
 """FREEDOM (Zhou & Shen, ACM MM 2023): a frozen item-item graph and a denoised user-item graph.
 
-Behaviour of MMRec's ``src/models/freedom.py`` with its ``FREEDOM.yaml`` defaults:
+Follows MMRec ``src/models/freedom.py`` with ``src/configs/model/FREEDOM.yaml`` (enoche/MMRec).
+What it computes:
 
+- Xavier-uniform user and item ID tables (``embedding_size 64``);
 - item-item graph, built once before training: per modality the top-``knn_k`` cosine neighbours
-  of the raw features with unit weights, ``D^-1/2 A D^-1/2`` (D + 1e-7), mixed across modalities
-  (image ``mm_image_weight``, text the rest); item ID embeddings are propagated over it
-  ``n_mm_layers`` times and added to the items' LightGCN output (no normalisation);
-- user-item graph: LightGCN (mean of ``n_ui_layers + 1`` layers). In training, every epoch keeps
-  ``1 - dropout`` of the edges, drawn without replacement with probability proportional to
-  ``1 / sqrt(d_u d_i)`` (degree-sensitive pruning), renormalised over the kept edges; evaluation
-  uses the full normalised graph;
-- loss: BPR on the final embeddings plus ``reg_weight`` times a BPR loss per modality between the
-  final user embeddings and the linearly projected raw features of the positive/negative items;
-- the raw feature tables are trainable (upstream ``from_pretrained(freeze=False)``); they only
-  enter through the auxiliary loss, so scores depend on them only through training.
+  of the raw features (the item itself included) with unit weights, ``D^-1/2 A D^-1/2``
+  (D + 1e-7), mixed across modalities (image ``mm_image_weight``, text the rest); the item ID
+  embeddings propagated ``n_mm_layers`` times over it are added to the items' LightGCN output;
+- user-item graph: LightGCN (mean of ``n_ui_layers + 1`` layers) over ``D^-1/2 A D^-1/2``
+  (D + 1e-7). In training, every epoch keeps ``int(E * (1 - dropout))`` of the ``E`` edges,
+  drawn without replacement with probability proportional to ``1 / sqrt(d_u d_i)`` of the full
+  graph (degree-sensitive pruning), and renormalises the kept edges (degrees + 1e-7); evaluation
+  uses the full graph;
+- loss: BPR on the final embeddings plus ``reg_weight`` times, per modality, a BPR loss between
+  the final user embeddings and the linearly projected raw features of the positive and negative
+  items; no norm penalty (upstream imports ``EmbLoss`` but never calls it);
+- the raw feature tables are trainable parameters (upstream ``from_pretrained(freeze=False)``);
+  they only enter through the auxiliary loss, so scores depend on them only through training.
 
 Modalities: any non-empty subset. With image and text the mixing weights are ``mm_image_weight``
-and ``1 - mm_image_weight`` (as upstream); with one modality its graph alone; with more,
-image keeps ``mm_image_weight`` and the others share the rest equally (equal weights without image).
+and ``1 - mm_image_weight`` (as upstream); with one modality its graph alone (as upstream); with
+more, image keeps ``mm_image_weight`` and the others share the rest equally (equal weights
+without image).
 
-Options beyond upstream (defaults = upstream behaviour):
+Deviations (config fields, also in ``SPEC.deviations``), defaults = MMRec:
 
-- ``train_features`` (True): False keeps the raw feature tables frozen (buffers);
-- ``modalities``: a subset of the dataset's modalities (empty = all).
+- ``train_features`` (True = MMRec): False keeps the raw feature tables frozen (buffers);
+- ``modalities`` (empty = every modality, as MMRec): a subset of the dataset's modalities.
 
-Deviation: the kNN graph is computed in row chunks and cached under a fingerprint of the feature
-array (upstream caches a dense computation under a file name holding only ``knn_k`` and the
-image weight, so a changed feature file silently reuses a stale graph). Ties in the top-k may be
-broken differently from a dense ``torch.topk``.
+Not results-changing (see :mod:`.knn`): the kNN graph is the same top-k of the same similarity
+product, cached under a fingerprint of the feature array (upstream caches it under a file name
+holding only ``knn_k`` and the image weight, so a changed feature file silently reuses a stale
+graph). ``torch.multinomial`` draws the kept edges from the same distribution as upstream, but
+in the order of our edge list (sorted by user, then item), so a seed selects other edges than
+upstream's with the same seed.
 
-Hyperparameters: MMRec's yaml fixes ``embedding_size 64, feat_embed_dim 64, n_mm_layers 1,
-n_ui_layers 2, knn_k 10, mm_image_weight 0.1`` and searches ``dropout in {0.8, 0.9}`` and
-``reg_weight in {0, 1e-5, 1e-4, 1e-3}``; neither MMRec nor the paper publishes the chosen values,
-so the defaults here (``dropout 0.8``, ``reg_weight 1e-4``) are our pick inside that grid.
-(``lambda_coeff`` and ``cf_model`` in the yaml are read but never used by the model.)
+Implementation (the same arithmetic as upstream, faster): the pruned graph's CSR matrix is built
+by masking a precomputed layout of the full graph (no sort per epoch), and being symmetric it is
+its own transpose in the backward pass; the auxiliary loss projects the whole feature table, as
+upstream, when the batch touches most items, else only the distinct items of the batch (the
+same values and gradients).
+
+Grids: MMRec searches ``dropout [0.8, 0.9]`` x ``reg_weight [0.0, 1e-5, 1e-4, 1e-3]``
+(``SPEC.tuning_grid``); the reduced grid of the embedded default tunes ``reg_weight`` over
+``[1e-5, 1e-4, 1e-3]`` (0 and 1e-5 weigh the auxiliary loss almost equally: its gradient at
+1e-5 is negligible) with ``dropout`` at 0.8. The yaml fixes ``embedding_size 64,
+feat_embed_dim 64, n_mm_layers 1, n_ui_layers 2, knn_k 10, mm_image_weight 0.1`` and no training
+setting (``overall.yaml``: learning rate 1e-3, no decay, batch 2048, the protocol's). Neither
+MMRec nor the paper publishes the chosen values; the defaults (``dropout 0.8``,
+``reg_weight 1e-4``) are our pick inside the grid. (``lambda_coeff``, ``weight_size`` and
+``cf_model`` in the yaml are never used by the model.)
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +75,6 @@ from .knn import (
     select_features,
     symmetric_normalize_binary,
 )
-from .lightgcn import lightgcn_embeddings
 
 EDGE_DEGREE_EPS = 1e-7
 
@@ -99,6 +116,60 @@ def modality_mixing_weights(modalities: list[str], image_weight: float) -> dict[
     return {m: image_weight if m == "image" else (1.0 - image_weight) / len(others) for m in modalities}
 
 
+class SymmetricLayout:
+    """The CSR layout of ``[[0, R], [R^T, 0]]`` for a fixed list of (user, item) edges, with the
+    edge id of every stored entry: the matrix of any subset of the edges is a masked copy of it
+    (already sorted, so no sort or coalesce per epoch)."""
+
+    def __init__(self, edges: torch.Tensor, n_users: int, n_items: int):
+        self.n_nodes = n_users + n_items
+        users, items = edges[0], edges[1] + n_users
+        rows, cols = torch.cat([users, items]), torch.cat([items, users])
+        order = torch.argsort(rows * self.n_nodes + cols)
+        self.rows, self.cols = rows[order], cols[order]
+        self.edge_of_entry = torch.arange(edges.shape[1], device=edges.device).repeat(2)[order]
+
+    def matrix(self, kept: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
+        """The CSR matrix of the edges where ``kept`` (bool, per edge id) holds, with
+        ``edge_values[e]`` at both (u, i) and (i, u)."""
+        entries = kept[self.edge_of_entry]
+        crow = torch.zeros(self.n_nodes + 1, dtype=torch.int64, device=entries.device)
+        torch.cumsum(torch.bincount(self.rows[entries], minlength=self.n_nodes), 0, out=crow[1:])
+        with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                crow, self.cols[entries], edge_values[self.edge_of_entry[entries]],
+                size=(self.n_nodes, self.n_nodes), check_invariants=False,
+            )
+
+    def to(self, device: torch.device) -> SymmetricLayout:
+        for name in ("rows", "cols", "edge_of_entry"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+class _SymmetricSpMM(torch.autograd.Function):
+    """``A @ X`` for a constant symmetric sparse ``A``: the backward is ``A @ G`` (no transpose)."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        ctx.matrix = matrix
+        return torch.sparse.mm(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, torch.sparse.mm(ctx.matrix, grad)
+
+
+def symmetric_lightgcn(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Mean of ``[E, A E, ..., A^L E]`` for a symmetric constant ``A``."""
+    layers = [ego]
+    for _ in range(n_layers):
+        layers.append(_SymmetricSpMM.apply(adjacency, layers[-1]) if ego.requires_grad
+                      else torch.sparse.mm(adjacency, layers[-1]))
+    return torch.stack(layers, dim=0).mean(dim=0)
+
+
 class FREEDOM(Recommender):
     def __init__(
         self,
@@ -124,6 +195,7 @@ class FREEDOM(Recommender):
         self.register_buffer("train_edges", train_edges, persistent=False)
         # Sampling probabilities of the degree-sensitive pruning: 1/sqrt(d_u d_i) of the full graph.
         self.register_buffer("edge_weights", self._edge_normalization(train_edges), persistent=False)
+        self.layout = SymmetricLayout(train_edges, n_users, n_items)
         self.masked_adjacency: torch.Tensor | None = None
 
         d = config.embedding_dim
@@ -134,6 +206,11 @@ class FREEDOM(Recommender):
             {m: nn.Linear(t.shape[1], config.feat_embed_dim) for m, t in features.items()}
         )
 
+    def _apply(self, fn, *args, **kwargs):
+        result = super()._apply(fn, *args, **kwargs)
+        self.layout.to(self.train_edges.device)
+        return result
+
     def _edge_normalization(self, edges: torch.Tensor) -> torch.Tensor:
         """``1 / sqrt(d_u d_i)`` per edge, degrees counted over ``edges`` (+1e-7, as upstream)."""
         users, items = edges
@@ -141,23 +218,28 @@ class FREEDOM(Recommender):
         item_degree = torch.bincount(items, minlength=self.n_items).to(torch.float32) + EDGE_DEGREE_EPS
         return user_degree[users].pow(-0.5) * item_degree[items].pow(-0.5)
 
+    def pruning_keep_count(self) -> int:
+        """``int(E * (1 - dropout))``, upstream's expression (so its float rounding too)."""
+        return int(self.edge_weights.numel() * (1.0 - self.config.dropout))
+
+    def sample_kept_edges(self) -> torch.Tensor:
+        """Ids of the edges kept this epoch: drawn without replacement, with probability
+        proportional to ``1 / sqrt(d_u d_i)`` (uses torch's RNG)."""
+        n_keep = self.pruning_keep_count()
+        if n_keep < 1:
+            raise ConfigError(f"FREEDOM dropout {self.config.dropout} keeps no training edge")
+        return torch.multinomial(self.edge_weights, n_keep, replacement=False)
+
     def sample_pruned_adjacency(self) -> torch.Tensor:
         """A degree-sensitively pruned, renormalised user-item adjacency (uses torch's RNG)."""
         if self.config.dropout <= 0:
             return self.norm_adjacency
-        n_keep = int(self.edge_weights.numel() * (1.0 - self.config.dropout))
-        if n_keep < 1:
-            raise ConfigError(f"FREEDOM dropout {self.config.dropout} keeps no training edge")
-        keep = torch.multinomial(self.edge_weights, n_keep, replacement=False)
-        kept = self.train_edges[:, keep]
-        values = self._edge_normalization(kept)
-        users, items = kept[0], kept[1] + self.n_users
-        indices = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
-        n_nodes = self.n_users + self.n_items
-        matrix = torch.sparse_coo_tensor(
-            indices, torch.cat([values, values]), (n_nodes, n_nodes), check_invariants=False
-        )
-        return matrix.coalesce().to_sparse_csr()
+        keep = self.sample_kept_edges()
+        values = torch.zeros_like(self.edge_weights)
+        values[keep] = self._edge_normalization(self.train_edges[:, keep]).to(values.dtype)
+        kept = torch.zeros(self.edge_weights.numel(), dtype=torch.bool, device=keep.device)
+        kept[keep] = True
+        return self.layout.matrix(kept, values)
 
     def on_epoch_start(self, epoch: int) -> None:
         self.masked_adjacency = self.sample_pruned_adjacency()
@@ -171,24 +253,31 @@ class FREEDOM(Recommender):
             adjacency = self.norm_adjacency
         item_side = graph.propagate(self.item_graph, self.item_embedding, self.config.n_mm_layers)[-1]
         ego = torch.cat([self.user_embedding, self.item_embedding])
-        users, items = lightgcn_embeddings(adjacency, ego, self.config.n_ui_layers).split(
+        users, items = symmetric_lightgcn(adjacency, ego, self.config.n_ui_layers).split(
             [self.n_users, self.n_items]
         )
         return Embeddings(users, items + item_side)
+
+    def projected_features(self, modality: str, items: torch.Tensor) -> torch.Tensor:
+        """``projection(features)[items]``. Upstream projects the whole table every batch; when
+        the batch's distinct items are fewer than 3/4 of all items, only they are projected
+        (the same rows, values and gradients)."""
+        table, project = self.features[modality], self.projection[modality]
+        distinct, position = torch.unique(items, return_inverse=True)
+        if 4 * distinct.numel() >= 3 * self.n_items:
+            return project(table)[items]
+        return project(table[distinct])[position]
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
         u = emb.users[users]
         total = bpr_loss(u, emb.items[pos_items], emb.items[neg_items])
         if self.config.reg_weight > 0:
+            batch_items = torch.cat([pos_items, neg_items])
             modality_loss = 0.0
             for m in self.modalities:
-                table, project = self.features[m], self.projection[m]
-                # only the batch's rows are projected: the same values and gradients as projecting
-                # the whole table and indexing it, as upstream does
-                modality_loss = modality_loss + bpr_loss(
-                    u, project(table[pos_items]), project(table[neg_items])
-                )
+                pos, neg = self.projected_features(m, batch_items).split([len(pos_items), len(neg_items)])
+                modality_loss = modality_loss + bpr_loss(u, pos, neg)
             total = total + self.config.reg_weight * modality_loss
         return total
 
@@ -226,4 +315,13 @@ SPEC = ModelSpec(
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
     tuning_grid={"dropout": [0.8, 0.9], "reg_weight": [0.0, 1e-5, 1e-4, 1e-3]},
+    reduced_grid={"reg_weight": [1e-5, 1e-4, 1e-3]},
+    train_defaults={},  # the yaml fixes no training setting: overall.yaml's are the protocol's
+    reference="MMRec src/models/freedom.py + src/configs/model/FREEDOM.yaml",
+    deviations={
+        "train_features": "MMRec fine-tunes the raw feature tables (from_pretrained(freeze=False)); "
+                          "False (not the default) keeps them frozen",
+        "modalities": "MMRec uses every feature file present; a non-empty subset (not the default) "
+                      "builds the item graph and the auxiliary losses from those modalities only",
+    },
 )

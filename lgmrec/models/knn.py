@@ -1,10 +1,17 @@
 """Item-item k-nearest-neighbour graphs shared by LATTICE, FREEDOM, MICRO and MGCN.
 
 Every one of these models links each item to the ``k`` items whose features are most
-cosine-similar to its own (the item itself included, as upstream: its similarity is 1). The public
-code builds the full ``n_items x n_items`` similarity matrix; here similarities are computed one
-block of rows at a time (``chunk @ all``, then top-k per row), so memory stays at
-``chunk_size x n_items`` and the result is kept sparse.
+cosine-similar to its own (the item itself included, as upstream: its similarity is 1). Upstream
+builds the ``n_items x n_items`` similarity matrix ``normed @ normed.T`` and takes ``topk`` of each
+row. :func:`cosine_topk` does exactly that in ONE product while the matrix has at most
+``DENSE_SIMILARITY_LIMIT`` entries (every synthetic preset and Amazon Baby); above it, the rows
+are cut into equal blocks of at most ``limit / n`` rows (Sports and Clothing: 2 blocks). A
+block's rows are the same dot products computed by the same kernel, so they are bitwise equal to
+the dense product's rows (``tests/models/test_knn.py`` checks this, and that the top-k indices
+are then identical, ties included: ``topk`` of identical rows is identical). The k kept values are
+the product's own entries. Neighbour sets and kept similarities therefore equal upstream's on the
+same device (upstream itself differs in the last bit between CPU and GPU); the normalised weights
+agree to float rounding (degrees are summed over the k kept entries, upstream over a dense row).
 
 Two representations are used:
 
@@ -14,7 +21,9 @@ Two representations are used:
   (:func:`symmetric_normalize_weighted` or :func:`symmetric_normalize_binary`);
 - learned graphs (LATTICE, MICRO rebuild them from trainable projections) are pairs of
   ``(n, k)`` tensors ``indices`` and ``weights``, propagated with :func:`gather_propagate`, so
-  gradients reach the weights without any sparse-autograd machinery.
+  gradients reach the weights without any sparse-autograd machinery. Within an epoch the learned
+  graph is constant (detached); :func:`combine_graphs` then merges it with the frozen graphs
+  into one sparse CSR matrix, so that a layer is one sparse product.
 
 Also here, because every multimodal baseline needs them: :func:`select_features` and
 :class:`FeatureTables`.
@@ -22,6 +31,7 @@ Also here, because every multimodal baseline needs them: :func:`select_features`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,8 +45,9 @@ from ..cache import cached_sparse, fingerprint
 from ..data import InteractionData
 from ..errors import ConfigError
 
-DEFAULT_CHUNK_ROWS = 2048
-GRAPH_VERSION = "cosine-topk-v1"  # part of the cache key: bump when the computation changes
+#: the largest similarity matrix computed in one product (1 GiB of float32)
+DENSE_SIMILARITY_LIMIT = 2**28
+GRAPH_VERSION = "cosine-topk-v2"  # part of the cache key: bump when the computation changes
 FREEDOM_DEGREE_EPS = 1e-7  # FREEDOM adds this to kNN degrees (LATTICE/MGCN/MICRO add nothing)
 
 
@@ -88,28 +99,40 @@ def _check_k(k: int, n: int) -> None:
         raise ConfigError(f"knn_k must be between 1 and the number of items ({n}), got {k}")
 
 
+def row_blocks(n: int, chunk_rows: int | None = None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of equal row blocks covering ``n`` rows: one block while ``n * n`` fits
+    ``DENSE_SIMILARITY_LIMIT`` (or ``n <= chunk_rows``), else the fewest blocks of at most
+    ``chunk_rows`` (default ``limit // n``) rows, their sizes differing by at most one row."""
+    limit = chunk_rows if chunk_rows is not None else max(1, DENSE_SIMILARITY_LIMIT // max(n, 1))
+    n_blocks = max(1, -(-n // max(1, limit)))
+    bounds = [round(i * n / n_blocks) for i in range(n_blocks + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 @torch.no_grad()
 def cosine_topk(
-    features: torch.Tensor, k: int, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    features: torch.Tensor, k: int, chunk_rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, indices)``, each ``(n, k)``: every row's k largest cosine similarities.
 
-    Computed block by block (``features[chunk] @ features.T``); rows of zeros have similarity 0
-    with everything (upstream divides by a zero norm and gets NaN).
+    ``normed @ normed.T`` then ``topk`` per row, as upstream, in one product or in equal row
+    blocks (:func:`row_blocks`); rows of zeros have similarity 0 with everything (upstream
+    divides by a zero norm and gets NaN).
     """
     n = features.shape[0]
     _check_k(k, n)
     normed = F.normalize(features.float(), dim=1)
     values, indices = [], []
-    for start in range(0, n, chunk_rows):
-        block = normed[start: start + chunk_rows] @ normed.T
-        top = torch.topk(block, k, dim=1)
+    for start, stop in row_blocks(n, chunk_rows):
+        top = torch.topk(normed[start:stop] @ normed.T, k, dim=1)
         values.append(top.values)
         indices.append(top.indices)
+    if len(values) == 1:
+        return values[0], indices[0]
     return torch.cat(values), torch.cat(indices)
 
 
-def knn_graph(features: np.ndarray, k: int, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> sp.csr_matrix:
+def knn_graph(features: np.ndarray, k: int, chunk_rows: int | None = None) -> sp.csr_matrix:
     """Sparse ``n x n`` matrix with the cosine similarity at each row's top-k columns."""
     table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(_similarity_device())
     values, indices = cosine_topk(table, k, chunk_rows)
@@ -144,18 +167,22 @@ def symmetric_normalize_binary(similarity: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def learned_knn(
-    features: torch.Tensor, k: int, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    features: torch.Tensor, k: int, chunk_rows: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(indices, similarities)`` of the top-k cosine neighbours, differentiable in the values.
 
-    The neighbour choice (top-k) carries no gradient anyway; the similarities are recomputed as
-    row-wise dot products so that autograd only stores ``(n, k)`` tensors, never a chunk of the
-    ``n x n`` matrix. The values equal those of the dense computation.
+    The neighbour choice (top-k) carries no gradient anyway. The values are the similarity
+    product's own entries (upstream's values, bit for bit); their gradient comes from the same
+    similarities recomputed as row-wise dot products, so autograd only stores ``(n, k)`` tensors,
+    never the ``n x n`` matrix. That gradient is the dense one (top-k passes gradients only to
+    the kept entries).
     """
-    _, indices = cosine_topk(features.detach(), k, chunk_rows)
+    values, indices = cosine_topk(features.detach(), k, chunk_rows)
+    if not features.requires_grad:
+        return indices, values
     normed = F.normalize(features, dim=1)
-    similarities = (normed.unsqueeze(1) * normed[indices]).sum(dim=-1)
-    return indices, similarities
+    recomputed = (normed.unsqueeze(1) * normed[indices]).sum(dim=-1)
+    return indices, values + (recomputed - recomputed.detach())
 
 
 def symmetric_knn_weights(indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -176,14 +203,54 @@ def knn_as_dense(indices: torch.Tensor, weights: torch.Tensor, n_columns: int) -
     return dense.scatter_add(1, indices, weights)
 
 
+def combine_graphs(
+    n: int,
+    gathered: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+    sparse: Sequence[tuple[torch.Tensor, float | torch.Tensor]] = (),
+) -> torch.Tensor:
+    """One constant ``n x n`` sparse CSR matrix equal to ``sum(gathered) + sum(c * S)``.
+
+    ``gathered``: ``(indices, weights)`` pairs of ``(n, k)`` graphs (as for
+    :func:`gather_propagate`), detached; ``sparse``: ``(matrix, coefficient)`` pairs of sparse
+    CSR matrices. Entries at the same (row, column) are summed. ``matrix @ x`` then equals the sum
+    of the parts' products up to float rounding (the terms are added in another order).
+    """
+    rows, cols, values = [], [], []
+    for indices, weights in gathered:
+        k = indices.shape[1]
+        rows.append(torch.arange(n, device=indices.device).repeat_interleave(k))
+        cols.append(indices.reshape(-1))
+        values.append(weights.detach().reshape(-1))
+    for matrix, coefficient in sparse:
+        crow, col = matrix.crow_indices(), matrix.col_indices()
+        rows.append(torch.arange(n, device=col.device).repeat_interleave(crow.diff()))
+        cols.append(col)
+        values.append(matrix.values() * (coefficient.detach() if torch.is_tensor(coefficient) else coefficient))
+    rows, cols, values = torch.cat(rows), torch.cat(cols), torch.cat(values)
+    order = torch.argsort(rows * n + cols)
+    rows, cols, values = rows[order], cols[order], values[order]
+    first = torch.ones_like(rows, dtype=torch.bool)  # the first entry of each (row, column)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    slot = torch.cumsum(first, 0) - 1
+    summed = torch.zeros(int(slot[-1]) + 1, dtype=values.dtype, device=values.device)
+    summed.index_add_(0, slot, values)
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(torch.bincount(rows[first], minlength=n), 0, out=crow[1:])
+    with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols[first], summed, (n, n), check_invariants=False)
+
+
 __all__ = [
     "FeatureTables",
     "cached_knn_graph",
+    "combine_graphs",
     "cosine_topk",
     "gather_propagate",
     "knn_graph",
     "learned_knn",
     "feature_tensors",
+    "row_blocks",
     "select_features",
     "symmetric_knn_weights",
     "symmetric_normalize_binary",

@@ -1,45 +1,61 @@
 """MGCN (Yu et al., ACM MM 2023): multi-view graph convolution with purified modality features.
 
-Behaviour of MMRec's ``src/models/mgcn.py`` (the authors' code, also demonph10/MGCN) with its
-``MGCN.yaml``:
+Follows MMRec ``src/models/mgcn.py`` with ``src/configs/model/MGCN.yaml`` (enoche/MMRec; the
+authors' code, demonph10/MGCN). What it computes:
 
-- user-item view: LightGCN over the symmetric normalised graph (``n_ui_layers`` layers, mean);
+- Xavier-uniform user and item ID tables; torch's default initialisation for every linear layer;
+- user-item view: LightGCN (mean of ``n_ui_layers + 1`` layers) over ``D^-1/2 A D^-1/2`` of the
+  training graph (a zero degree scales to 0, as upstream: no epsilon);
 - item-item views, one per modality: the item ID embeddings gated by
-  ``sigmoid(W_m f_m + b)`` of the linearly projected raw features (behaviour-guided purifier),
-  propagated ``n_layers`` times over the frozen top-``knn_k`` cosine graph of the raw features
-  (similarity weights, ``D^-1/2 S D^-1/2``); users aggregate them through the normalised
-  interaction block ``D_u^-1/2 R D_i^-1/2``;
+  ``sigmoid(W_m (P_m f_m) + b)`` of the linearly projected raw features (behaviour-guided
+  purifier), propagated ``n_layers`` times over the frozen top-``knn_k`` cosine graph of the raw
+  features (similarity weights, ``D^-1/2 S D^-1/2``); users aggregate them through the
+  normalised interaction block ``D_u^-1/2 R D_i^-1/2``;
 - behaviour-aware fuser: attention ``softmax_m(q(view_m))`` gives the common part; each modality's
   specific part ``view_m - common`` is gated by ``sigmoid(W'_m content)``;
-  ``side = (sum_m specific_m + common) / (M + 1)`` and the final embeddings ``content + side``;
-- loss: BPR + ``reg_weight * (|u|^2 + |p|^2 + |n|^2) / 2 / batch`` + ``cl_loss`` times the
-  in-batch InfoNCE (temperature 0.2, hard-coded upstream; ``cl_temperature`` here) between the
-  side and content embeddings of the positive items and of the users.
+  ``side = (sum_m specific_m + common) / (M + 1)``; final embeddings ``content + side``; scores
+  are dot products;
+- loss: BPR + ``reg_weight * (|u|^2 + |p|^2 + |n|^2) / 2 / reg_batch_size`` (the batch's final
+  rows; MMRec's own regulariser, not ``EmbLoss``) + ``cl_loss`` times the sum of two in-batch
+  InfoNCE losses (temperature 0.2, hard-coded upstream; ``cl_temperature`` here) between the side
+  and content embeddings: of the batch's positive items, and of its users.
 
-The raw feature tables are trainable as upstream (``train_features=False`` freezes them).
+The raw feature tables are trainable as upstream (``from_pretrained(freeze=False)``).
 
 Modalities: the design has two (image, text), where ``M + 1 = 3`` matches upstream exactly. Any
 number works: with one modality the common part is the view itself, the specific part is zero,
 so neither the attention query nor the preference gate exists (``side = view / 2``).
 
-Deviations: the kNN graphs are computed in row chunks and cached under a fingerprint of the
-features; the user-item normalisation adds 1e-7 to degrees (upstream maps zero degree to 0; no
-difference for nodes that have edges); the regulariser divides by the actual batch size (upstream
-by the configured one); InfoNCE uses ``logsumexp`` instead of ``log(exp / sum exp)`` (same value,
-no overflow).
+Deviations (config fields, also in ``SPEC.deviations``), defaults = MMRec:
 
-Not a model option: the yaml trains MGCN with ``learning_rate 0.001`` and
-``learning_rate_scheduler [0.96, 50]`` (see ``SPEC.train_defaults``).
+- ``reg_batch_size`` (2048): MMRec divides the regulariser by the configured
+  ``train_batch_size`` (2048, the protocol's), also on an epoch's smaller last batch; 0 divides
+  by each batch's own size;
+- ``cl_temperature`` (0.2 = MMRec's hard-coded value);
+- ``train_features`` (True = MMRec): False keeps the raw feature tables frozen (buffers);
+- ``modalities`` (empty = every modality, as MMRec): a subset, see above.
 
-Hyperparameters: ``embedding_size 64, n_ui_layers 2, n_layers 1, reg_weight 1e-4, knn_k 10`` from
-MMRec's yaml, which searches ``cl_loss in {0.001, 0.01, 0.1}``; the default 0.01 is the value in
-the authors' own yaml (``lambda_coeff`` in the yaml is never used by the model).
+Not results-changing: the kNN graphs are the same top-k of the same similarity products (see
+:mod:`.knn`), cached under a fingerprint of the features. Implementation (the same arithmetic,
+faster): a batch repeats users and items; every InfoNCE row of a repeated id is the same, and so
+is every column, so the loss is computed over the batch's DISTINCT ids, each row's
+``sum_j exp(.)`` weighting a distinct column by its multiplicity and the mean weighting a
+distinct row by it: the same sums over the same terms, in another order.
+
+Grids: MMRec searches ``cl_loss [0.001, 0.01, 0.1]`` only (``SPEC.tuning_grid``), which is also
+the reduced grid of the embedded default; ``reg_weight`` is fixed at 1e-4 by the yaml. The yaml
+fixes ``embedding_size 64, n_ui_layers 2, n_layers 1, knn_k 10, reg_weight 1e-4`` and the
+training settings ``learning_rate 0.001`` and ``learning_rate_scheduler [0.96, 50]``
+(``SPEC.train_defaults``: lr times ``0.96 ** (epoch / 50)``). The default ``cl_loss 0.01`` is the
+value in the authors' own yaml (``lambda_coeff`` in MMRec's yaml is never used by the model).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +80,7 @@ class MGCNConfig:
     reg_weight: float = 1e-4
     cl_loss: float = 0.01  # weight of the contrastive loss (MMRec's key name)
     cl_temperature: float = 0.2
+    reg_batch_size: int = 2048  # MMRec's divisor: the configured batch size; 0 = each batch's own
     train_features: bool = True
     modalities: tuple[str, ...] = ()
 
@@ -76,15 +93,28 @@ class MGCNConfig:
             "reg_weight >= 0": self.reg_weight >= 0,
             "cl_loss >= 0": self.cl_loss >= 0,
             "cl_temperature > 0": self.cl_temperature > 0,
+            "reg_batch_size >= 0": self.reg_batch_size >= 0,
         }
         require("MGCN", checks)
 
 
-def in_batch_info_nce(view1: torch.Tensor, view2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE of row i of ``view1`` against all rows of ``view2`` (positive: row i)."""
-    view1, view2 = F.normalize(view1, dim=1), F.normalize(view2, dim=1)
-    logits = view1 @ view2.T / temperature
-    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+def in_batch_info_nce(
+    table1: torch.Tensor, table2: torch.Tensor, rows: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MGCN's InfoNCE of a batch: the mean over batch positions i of
+    ``-log(exp(c(a_i, b_i) / t) / sum_j exp(c(a_i, b_j) / t))``, with ``a = table1[rows]``,
+    ``b = table2[rows]`` L2-normalised and ``c`` their dot product.
+
+    Positions holding the same id have the same row and the same column, so the sums run over
+    the distinct ids, a column weighted by its count in the denominator and a row by its count
+    in the mean (the same terms as upstream's ``B x B`` computation)."""
+    distinct, counts = torch.unique(rows, return_counts=True)
+    view1 = F.normalize(table1[distinct], dim=1)
+    view2 = F.normalize(table2[distinct], dim=1)
+    weights = counts.to(view1.dtype)
+    positive = torch.exp((view1 * view2).sum(dim=-1) / temperature)
+    total = torch.exp(view1 @ view2.T / temperature) @ weights
+    return (-torch.log(positive / total) * weights).sum() / rows.numel()
 
 
 def sigmoid_gate(dim: int) -> nn.Sequential:
@@ -158,16 +188,22 @@ class MGCN(Recommender):
         final = content + side
         n_u = self.n_users
         total = bpr_with_half_l2(
-            final[users], final[n_u + pos_items], final[n_u + neg_items], cfg.reg_weight
+            final[users], final[n_u + pos_items], final[n_u + neg_items], cfg.reg_weight, cfg.reg_batch_size
         )
-        contrastive = in_batch_info_nce(side[n_u + pos_items], content[n_u + pos_items], cfg.cl_temperature) \
-            + in_batch_info_nce(side[users], content[users], cfg.cl_temperature)
+        contrastive = in_batch_info_nce(side, content, n_u + pos_items, cfg.cl_temperature) \
+            + in_batch_info_nce(side, content, users, cfg.cl_temperature)
         return total + cfg.cl_loss * contrastive
+
+
+def normalized_adjacency(interactions: sp.csr_matrix) -> sp.csr_matrix:
+    """MGCN's ``D^-1/2 A D^-1/2`` of the user-item graph: a zero degree scales to 0 (no epsilon)."""
+    adjacency = graph.bipartite_adjacency(interactions)
+    return graph.scale_symmetric(adjacency, np.asarray(adjacency.sum(axis=1)).ravel())
 
 
 def build(data: InteractionData, config: MGCNConfig) -> MGCN:
     features = select_features(data, config.modalities)
-    adjacency = graph.normalized_adjacency(data.train_matrix)
+    adjacency = normalized_adjacency(data.train_matrix)
     return MGCN(
         data.n_users,
         data.n_items,
@@ -182,10 +218,8 @@ def build(data: InteractionData, config: MGCNConfig) -> MGCN:
 MMREC_DEFAULTS = {
     "embedding_dim": 64, "n_ui_layers": 2, "n_layers": 1, "knn_k": 10, "reg_weight": 1e-4, "cl_loss": 0.01,
 }
-#: MMRec's ``learning_rate_scheduler`` for MGCN: lr * factor ** (epoch / step).
 
 SPEC = ModelSpec(
-    train_defaults={"lr_decay": 0.96, "lr_decay_epochs": 50},  # MMRec learning_rate_scheduler
     name="mgcn",
     label="MGCN",
     config_class=MGCNConfig,
@@ -194,4 +228,15 @@ SPEC = ModelSpec(
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
     tuning_grid={"cl_loss": [0.001, 0.01, 0.1]},
+    reduced_grid={"cl_loss": [0.001, 0.01, 0.1]},  # reg_weight is fixed (1e-4) by MMRec's yaml
+    # MGCN.yaml: learning_rate 0.001, learning_rate_scheduler [0.96, 50]
+    train_defaults={"learning_rate": 0.001, "lr_decay": 0.96, "lr_decay_epochs": 50},
+    reference="MMRec src/models/mgcn.py + src/configs/model/MGCN.yaml",
+    deviations={
+        "reg_batch_size": "MMRec divides the regulariser by the configured train_batch_size (2048), "
+                          "also on an epoch's smaller last batch; 0 divides by each batch's own size",
+        "cl_temperature": "MMRec hard-codes the InfoNCE temperature 0.2 (the default)",
+        "train_features": "MMRec fine-tunes the raw feature tables; False (not the default) freezes them",
+        "modalities": "MMRec needs image and text; a one-modality subset (not the default) drops the fuser",
+    },
 )

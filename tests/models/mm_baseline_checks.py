@@ -42,6 +42,37 @@ def training_batch(data, size: int = 64, seed: int = 0):
     return pairs[:, 0], pairs[:, 1], negatives
 
 
+def dense_bipartite(data) -> torch.Tensor:
+    """``[[0, R], [R^T, 0]]`` of the training graph as a dense tensor (users, then items)."""
+    R = torch.tensor(data.train_matrix.toarray(), dtype=torch.float32)
+    n_u, n_i = R.shape
+    adjacency = torch.zeros(n_u + n_i, n_u + n_i)
+    adjacency[:n_u, n_u:], adjacency[n_u:, :n_u] = R, R.T
+    return adjacency
+
+
+def dense_self_loop_walk(data) -> torch.Tensor:
+    """LATTICE's and MICRO's ``D^-1 (A + I)``, dense."""
+    adjacency = dense_bipartite(data) + torch.eye(data.n_users + data.n_items)
+    return adjacency / adjacency.sum(1, keepdim=True)
+
+
+def dense_lightgcn(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """Upstream's LightGCN: the mean of ``[E, A E, ..., A^L E]``."""
+    layers = [ego]
+    for _ in range(n_layers):
+        layers.append(adjacency @ layers[-1])
+    return torch.stack(layers, dim=1).mean(dim=1)
+
+
+def upstream_bpr_with_half_l2(u, p, n, reg_weight: float, divisor: int) -> torch.Tensor:
+    """LATTICE/MICRO/MGCN upstream ``bpr_loss``: mean -logsigmoid plus
+    ``reg_weight * (|u|^2/2 + |p|^2/2 + |n|^2/2) / batch_size`` (the configured batch size)."""
+    mf = -torch.nn.functional.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+    regularizer = (0.5 * (u ** 2).sum() + 0.5 * (p ** 2).sum() + 0.5 * (n ** 2).sum()) / divisor
+    return mf + reg_weight * regularizer
+
+
 def check_shapes(model, data, dim: int = 64) -> torch.Tensor:
     """forward / loss / score shapes; returns the (finite, scalar) loss."""
     users, pos, neg = training_batch(data)

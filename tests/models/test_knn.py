@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from lgmrec.cache import fingerprint
 from lgmrec.errors import ConfigError
+from lgmrec.graph import to_torch
 from lgmrec.models import knn
 
 
@@ -21,13 +22,35 @@ def dense_topk(x: np.ndarray, k: int):
     return sim, sim.topk(k, dim=1)
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 7, 57, 500])
+@pytest.mark.parametrize("chunk_rows", [None, 1, 7, 57, 500])
 def test_chunked_topk_equals_dense(features, chunk_rows):
     values, indices = knn.cosine_topk(torch.tensor(features), 5, chunk_rows=chunk_rows)
     _, expected = dense_topk(features, 5)
     assert torch.equal(indices, expected.indices)
     torch.testing.assert_close(values, expected.values)
     assert torch.equal(indices[:, 0], torch.arange(57))  # an item is its own nearest neighbour
+
+
+def test_row_blocks_are_equal_and_dense_when_small(monkeypatch):
+    assert knn.row_blocks(57) == [(0, 57)]
+    assert knn.row_blocks(10, chunk_rows=4) == [(0, 3), (3, 7), (7, 10)]
+    monkeypatch.setattr(knn, "DENSE_SIMILARITY_LIMIT", 1000)
+    blocks = knn.row_blocks(57)  # 1000 // 57 = 17 rows at most: 4 blocks of 14-15 rows
+    assert [b - a for a, b in blocks] == [14, 14, 15, 14] and blocks[-1][1] == 57
+
+
+def test_blocked_similarity_is_bitwise_the_dense_product(monkeypatch):
+    """The blocked neighbour search sees exactly upstream's similarity rows (build_sim: x / |x|,
+    then one product), so neighbours, ties and kept values are upstream's, bit for bit."""
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.random((1500, 96), dtype=np.float32))
+    x[7] = x[3]  # a duplicate item: an exact tie at similarity 1 in two rows
+    normed = x.div(torch.norm(x, p=2, dim=-1, keepdim=True))
+    dense = torch.topk(normed @ normed.T, 10, dim=-1)
+    monkeypatch.setattr(knn, "DENSE_SIMILARITY_LIMIT", 1500 * 600)  # 3 blocks of 500 rows
+    assert len(knn.row_blocks(1500)) == 3
+    values, indices = knn.cosine_topk(x, 10)
+    assert torch.equal(indices, dense.indices) and torch.equal(values, dense.values)
 
 
 def test_sparse_graph_and_normalisations_equal_dense(features):
@@ -48,7 +71,7 @@ def test_sparse_graph_and_normalisations_equal_dense(features):
 
 def test_learned_graph_values_gradients_and_propagation(features):
     x = torch.tensor(features, requires_grad=True)
-    indices, values = knn.learned_knn(x, 6, chunk_rows=8)
+    indices, values = knn.learned_knn(x, 6)  # one block: upstream's product, bit for bit
     weights = knn.symmetric_knn_weights(indices, values)
     h = torch.randn(57, 3, generator=torch.Generator().manual_seed(1))
     out = knn.gather_propagate(indices, weights, h)
@@ -58,6 +81,7 @@ def test_learned_graph_values_gradients_and_propagation(features):
     normed = x2 / x2.norm(dim=1, keepdim=True)
     sim = normed @ normed.T
     top = sim.topk(6, dim=1)
+    assert torch.equal(indices, top.indices) and torch.equal(values.detach(), top.values.detach())
     adjacency = torch.zeros_like(sim).scatter(1, top.indices, top.values)
     d = adjacency.sum(1).pow(-0.5)
     expected = (d[:, None] * adjacency * d[None, :]) @ h
@@ -66,6 +90,20 @@ def test_learned_graph_values_gradients_and_propagation(features):
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
     dense_operator = (d[:, None] * adjacency * d[None, :]).detach()
     torch.testing.assert_close(knn.knn_as_dense(indices, weights.detach(), 57), dense_operator)
+
+
+def test_combined_graph_equals_the_sum_of_its_parts(features):
+    gen = torch.Generator().manual_seed(2)
+    parts = [(torch.randint(57, (57, 4), generator=gen), torch.rand(57, 4, generator=gen)) for _ in range(2)]
+    frozen = knn.knn_graph(features, 5)
+    frozen_torch = to_torch(frozen)
+    combined = knn.combine_graphs(57, parts, [(frozen_torch, 0.3), (frozen_torch, torch.tensor(0.2))])
+    expected = sum(knn.knn_as_dense(i, w, 57) for i, w in parts) + 0.5 * torch.tensor(frozen.toarray())
+    torch.testing.assert_close(combined.to_dense(), expected)
+    columns = combined.col_indices()
+    for row in range(57):  # sorted, distinct columns in every row: a valid CSR layout
+        cols = columns[combined.crow_indices()[row]: combined.crow_indices()[row + 1]]
+        assert torch.all(cols[1:] > cols[:-1])
 
 
 def test_cache_reuses_entries_and_keys_on_the_feature_content(features, tmp_path, monkeypatch):

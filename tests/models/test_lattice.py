@@ -1,13 +1,19 @@
 """LATTICE: learned + frozen kNN item graphs, rebuilt once per epoch, against a dense re-derivation."""
 
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
 
 from .mm_baseline_checks import (
     check_shapes,
+    dense_lightgcn,
+    dense_self_loop_walk,
+    upstream_bpr_with_half_l2,
     gradient_report,
     make_model,
     same_seed_same_run,
@@ -68,6 +74,35 @@ def test_item_propagation_and_its_gradients_equal_the_dense_upstream(tiny_data, 
     assert set(our_grads) == ALL_PARAMETERS - {"user_embedding"}
     for name, grad in our_grads.items():
         torch.testing.assert_close(grad, dict(model.named_parameters())[name].grad, rtol=1e-3, atol=1e-5)
+
+
+def dense_upstream_loss(model, data, users, pos, neg) -> torch.Tensor:
+    """MMRec LATTICE.calculate_loss with build_item_graph=True, dense matrices throughout."""
+    cfg = model.config
+    h = model.item_embedding
+    for _ in range(cfg.n_layers):
+        h = dense_item_operator(model, data) @ h
+    ego = torch.cat([model.user_embedding, model.item_embedding])
+    mean = dense_lightgcn(dense_self_loop_walk(data), ego, cfg.n_ui_layers)
+    u_all, i_all = mean[: data.n_users], mean[data.n_users:] + F.normalize(h, p=2, dim=1)
+    return upstream_bpr_with_half_l2(u_all[users], i_all[pos], i_all[neg], cfg.reg_weight,
+                                     cfg.reg_batch_size or len(users))
+
+
+@pytest.mark.parametrize("reg_batch_size", [2048, 0])
+def test_loss_equals_the_upstream_formula_on_first_and_later_batches(tiny_data, reg_batch_size):
+    model = make_model("lattice", tiny_data, reg_weight=0.5, reg_batch_size=reg_batch_size)
+    users, pos, neg = training_batch(tiny_data)
+    model.train()
+    model.on_epoch_start(1)
+    expected = dense_upstream_loss(model, tiny_data, users, pos, neg)
+    first = model.loss(users, pos, neg)  # rebuilds the learned graph
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-6)
+    # a later batch (same parameters) propagates over the epoch's merged, detached graph
+    torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
+    # the regulariser weighs enough here for a wrong scale to show
+    model.config.reg_weight = 0.0
+    assert (first - model.loss(users, pos, neg)).item() > 1e-3
 
 
 def test_shapes_and_gradients_on_the_first_and_later_batches(tiny_data):
@@ -136,7 +171,11 @@ def test_spec_and_validation():
     assert spec.label == "LATTICE" and spec.multimodal
     config = resolve_model_config(spec, "sports")
     assert (config.knn_k, config.lambda_coeff, config.n_layers, config.n_ui_layers) == (10, 0.9, 1, 2)
-    assert spec.tuning_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3]}
+    assert spec.tuning_grid == {"reg_weight": [0.0, 1e-5, 1e-4, 1e-3], "learning_rate": [0.0001, 0.0005, 0.001, 0.005]}
+    assert spec.reduced_grid == {"reg_weight": [1e-5, 1e-4, 1e-3], "learning_rate": [0.0005, 0.001, 0.005]}
+    assert spec.train_defaults == {"lr_decay": 0.96, "lr_decay_epochs": 50}
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(spec.config_class)}
+    assert config.reg_weight in spec.reduced_grid["reg_weight"] and config.reg_batch_size == 2048
     for bad in ({"lambda_coeff": 1.5}, {"cf_model": "ngcf"}):
         with pytest.raises(ConfigError, match="LATTICE|cf_model"):
             resolve_model_config(spec, "baby", overrides=bad)

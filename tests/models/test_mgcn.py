@@ -1,11 +1,14 @@
 """MGCN: purifier gates, item-item views, behaviour-aware fuser, against a dense re-derivation."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
+from lgmrec.models.mgcn import in_batch_info_nce
 
 from .mm_baseline_checks import (
     check_shapes,
@@ -62,23 +65,48 @@ def upstream_info_nce(view1, view2, temperature):
 
 
 @pytest.mark.parametrize("layers", [(2, 1), (1, 2)])
-def test_embeddings_and_loss_equal_the_dense_upstream(tiny_data, layers):
+def test_embeddings_equal_the_dense_upstream(tiny_data, layers):
     model = make_model("mgcn", tiny_data, n_ui_layers=layers[0], n_layers=layers[1], knn_k=6)
     content, side = model.embed()
     expected_content, expected_side = dense_upstream(model, tiny_data)
     torch.testing.assert_close(content, expected_content, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(side, expected_side, rtol=1e-4, atol=1e-5)
 
-    users, pos, neg = training_batch(tiny_data)
+
+@pytest.mark.parametrize("reg_batch_size", [2048, 0])
+def test_loss_equals_the_upstream_formula(tiny_data, reg_batch_size):
+    """MMRec's calculate_loss: BPR + reg_weight * (|u|^2 + |p|^2 + |n|^2) / 2 / batch_size (the
+    configured one) + cl_loss * (InfoNCE(items) + InfoNCE(users)), with weights large enough
+    that a wrong scale of any term shows at 1e-5."""
+    model = make_model("mgcn", tiny_data, reg_weight=0.5, cl_loss=0.5, reg_batch_size=reg_batch_size)
+    users, pos, neg = training_batch(tiny_data, size=64)
+    users = torch.cat([users, users[:16]])  # a batch repeats users and items
+    pos, neg = torch.cat([pos, pos[:16]]), torch.cat([neg, neg[:16]])
+    content, side = dense_upstream(model, tiny_data)
     n_u, cfg = tiny_data.n_users, model.config
-    final = expected_content + expected_side
+    final = content + side
     u, p, n = final[users], final[n_u + pos], final[n_u + neg]
     bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    reg = 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
-    cl = upstream_info_nce(expected_side[n_u + pos], expected_content[n_u + pos], 0.2) \
-        + upstream_info_nce(expected_side[users], expected_content[users], 0.2)
-    expected_loss = bpr + cfg.reg_weight * reg + cfg.cl_loss * cl
-    torch.testing.assert_close(model.loss(users, pos, neg), expected_loss, rtol=1e-4, atol=1e-6)
+    divisor = reg_batch_size or len(users)
+    reg = (0.5 * (u ** 2).sum() + 0.5 * (p ** 2).sum() + 0.5 * (n ** 2).sum()) / divisor
+    cl = upstream_info_nce(side[n_u + pos], content[n_u + pos], 0.2) \
+        + upstream_info_nce(side[users], content[users], 0.2)
+    expected = bpr + 0.5 * reg + 0.5 * cl
+    torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
+    assert 0.5 * reg.item() > 1e-3 and 0.5 * cl.item() > 1.0  # both terms weigh
+
+
+def test_distinct_id_info_nce_equals_the_batch_formula():
+    gen = torch.Generator().manual_seed(0)
+    table1 = torch.randn(30, 8, generator=gen, requires_grad=True)
+    table2 = torch.randn(30, 8, generator=gen, requires_grad=True)
+    rows = torch.randint(30, (100,), generator=gen)  # many repeated ids
+    ours = in_batch_info_nce(table1, table2, rows, 0.2)
+    expected = upstream_info_nce(table1[rows], table2[rows], 0.2)
+    torch.testing.assert_close(ours, expected)
+    for a, b in zip(torch.autograd.grad(ours, (table1, table2)),
+                    torch.autograd.grad(expected, (table1, table2))):
+        torch.testing.assert_close(a, b)
 
 
 def test_shapes_and_every_parameter_trains(tiny_data):
@@ -111,7 +139,10 @@ def test_spec_and_validation():
     config = resolve_model_config(spec, "clothing")
     values = (config.cl_loss, config.reg_weight, config.knn_k, config.n_ui_layers, config.n_layers)
     assert values == (0.01, 1e-4, 10, 2, 1)
-    assert spec.tuning_grid == {"cl_loss": [0.001, 0.01, 0.1]}
+    assert spec.tuning_grid == spec.reduced_grid == {"cl_loss": [0.001, 0.01, 0.1]}
+    assert spec.train_defaults == {"learning_rate": 0.001, "lr_decay": 0.96, "lr_decay_epochs": 50}
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(spec.config_class)}
+    assert config.reg_batch_size == 2048 and spec.reference.startswith("MMRec src/models/mgcn.py")
     with pytest.raises(ConfigError, match="MGCN"):
         resolve_model_config(spec, "baby", overrides={"cl_temperature": 0})
 

@@ -1,5 +1,7 @@
 """MICRO: per-modality learned + frozen graphs, attention fusion, GRACE-style contrastive loss."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,9 @@ from lgmrec.models.micro import grace_contrastive_loss
 
 from .mm_baseline_checks import (
     check_shapes,
+    dense_lightgcn,
+    dense_self_loop_walk,
+    upstream_bpr_with_half_l2,
     gradient_report,
     make_model,
     same_seed_same_run,
@@ -48,19 +53,12 @@ def dense_upstream_loss(model, data, users, pos, neg) -> torch.Tensor:
         views.append(h)
     att = torch.softmax(torch.cat([model.query(v) for v in views], -1), -1)
     fused = att[:, :1] * views[0] + att[:, 1:] * views[1]
-    R = torch.tensor(data.train_matrix.toarray())
-    n_u = R.shape[0]
-    adjacency = torch.eye(n_u + R.shape[1])
-    adjacency[:n_u, n_u:], adjacency[n_u:, :n_u] = R, R.T
-    walk = adjacency / adjacency.sum(1, keepdim=True)
-    layers = [torch.cat([model.user_embedding, model.item_embedding])]
-    for _ in range(cfg.n_ui_layers):
-        layers.append(walk @ layers[-1])
-    mean = torch.stack(layers).mean(0)
+    ego = torch.cat([model.user_embedding, model.item_embedding])
+    mean = dense_lightgcn(dense_self_loop_walk(data), ego, cfg.n_ui_layers)
+    n_u = data.n_users
     u_all, i_all = mean[:n_u], mean[n_u:] + F.normalize(fused, dim=1)
-    u, p, n = u_all[users], i_all[pos], i_all[neg]
-    bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    reg = cfg.reg_weight * 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
+    bpr_and_reg = upstream_bpr_with_half_l2(u_all[users], i_all[pos], i_all[neg], cfg.reg_weight,
+                                            cfg.reg_batch_size or len(users))
 
     def grace(z1, z2):
         f = lambda x: torch.exp(x / cfg.cl_temperature)
@@ -68,12 +66,12 @@ def dense_upstream_loss(model, data, users, pos, neg) -> torch.Tensor:
         refl, between = f(z1n @ z1n.T), f(z1n @ z2n.T)
         return -torch.log(between.diag() / (refl.sum(1) + between.sum(1) - refl.diag())).mean()
 
-    return bpr + reg + cfg.cl_weight * (grace(views[0], fused) + grace(views[1], fused))
+    return bpr_and_reg + cfg.cl_weight * (grace(views[0], fused) + grace(views[1], fused))
 
 
 @pytest.mark.parametrize("n_layers", [1, 2])
 def test_loss_and_gradients_equal_the_dense_upstream(tiny_data, n_layers):
-    model = make_model("micro", tiny_data, n_layers=n_layers, cl_weight=0.5)
+    model = make_model("micro", tiny_data, n_layers=n_layers, cl_weight=0.5, reg_weight=0.5)
     users, pos, neg = training_batch(tiny_data)
     model.on_epoch_start(1)
     ours = model.loss(users, pos, neg)
@@ -86,15 +84,35 @@ def test_loss_and_gradients_equal_the_dense_upstream(tiny_data, n_layers):
     assert set(our_grads) == ALL_PARAMETERS
     for name, p in model.named_parameters():
         torch.testing.assert_close(our_grads[name], p.grad, rtol=1e-3, atol=1e-6)
+    # a later batch (same parameters) propagates over the epoch's merged, detached graphs
+    torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_chunked_contrastive_loss_matches_one_block():
+@pytest.mark.parametrize("reg_batch_size", [1024, 0])
+def test_every_loss_term_has_upstreams_scale(tiny_data, reg_batch_size):
+    """Regulariser over the configured batch size (upstream's batch_size), contrastive terms summed
+    over modalities and weighted by loss_ratio: with weights where each term shows at 1e-5."""
+    model = make_model("micro", tiny_data, cl_weight=0.7, reg_weight=2.0, reg_batch_size=reg_batch_size)
+    users, pos, neg = training_batch(tiny_data)
+    model.on_epoch_start(1)
+    with torch.no_grad():
+        expected = dense_upstream_loss(model, tiny_data, users, pos, neg)
+        torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
+        for weight in ("reg_weight", "cl_weight"):
+            value = getattr(model.config, weight)
+            setattr(model.config, weight, 0.0)
+            assert (expected - model.loss(users, pos, neg)).item() > 1e-3
+            setattr(model.config, weight, value)
+
+
+@pytest.mark.parametrize("chunk_rows, checkpoint_min_rows", [(7, 4096), (7, 0), (1000, 0)])
+def test_chunked_contrastive_loss_matches_one_block(chunk_rows, checkpoint_min_rows):
     gen = torch.Generator().manual_seed(0)
     z1 = torch.randn(50, 8, generator=gen, requires_grad=True)
     z2 = torch.randn(50, 8, generator=gen, requires_grad=True)
     whole = grace_contrastive_loss(z1, z2, 0.5, chunk_rows=1000)
     grads = torch.autograd.grad(whole, (z1, z2))
-    chunked = grace_contrastive_loss(z1, z2, 0.5, chunk_rows=7)
+    chunked = grace_contrastive_loss(z1, z2, 0.5, chunk_rows=chunk_rows, checkpoint_min_rows=checkpoint_min_rows)
     torch.testing.assert_close(chunked, whole)
     for ours, reference in zip(torch.autograd.grad(chunked, (z1, z2)), grads):
         torch.testing.assert_close(ours, reference)
@@ -137,6 +155,12 @@ def test_spec_and_validation():
     config = resolve_model_config(spec, "baby")
     values = (config.cl_weight, config.cl_temperature, config.knn_k, config.lambda_coeff, config.reg_weight)
     assert values == (0.03, 0.5, 10, 0.9, 1e-5)
+    assert config.reg_batch_size == spec.train_defaults["batch_size"] == 1024
+    # the authors publish no search space: the suite's own, around their default
+    assert spec.tuning_grid == spec.reduced_grid == {"reg_weight": [1e-6, 1e-5, 1e-4]}
+    assert spec.train_defaults == {"learning_rate": 5e-4, "batch_size": 1024, "lr_decay": 0.96, "lr_decay_epochs": 50}
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(spec.config_class)}
+    assert spec.reference.startswith("CRIPAC-DIG/MICRO")
     with pytest.raises(ConfigError, match="MICRO"):
         resolve_model_config(spec, "baby", overrides={"lambda_coeff": -0.1})
 
