@@ -12,12 +12,15 @@ config hash whichever way the run is started. Values are applied in this order, 
    e.g. LATTICE's learning-rate decay, MICRO's learning rate and batch size);
 4. the profile's training settings (``Profile.train``, e.g. the smoke profile's 3 epochs);
 5. explicit overrides (``--set``, a tuning point, a grid variant, the notebook's ``overrides``),
-   routed by name: TrainConfig fields go to training, everything else to the model.
+   routed by name: TrainConfig fields go to training, everything else to the model;
+6. derived values: a model whose reference divides its regulariser by the configured batch size
+   (``reg_batch_size``: LATTICE, MICRO, MGCN) gets the resolved ``batch_size`` unless that
+   hyperparameter was set explicitly (or is 0: each batch's own size).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from .config import TrainConfig, asdict, build_dataclass, field_names
@@ -61,6 +64,8 @@ def resolve_run(
     train_values, model_values = split_overrides(overrides)
     model_config = resolve_model_config(spec, dataset, preset, model_values)
     train_config = build_dataclass(TrainConfig, {**spec.train_defaults, **(profile_train or {}), **train_values})
+    if getattr(model_config, "reg_batch_size", 0) and "reg_batch_size" not in model_values:
+        model_config = replace(model_config, reg_batch_size=train_config.batch_size)
     return ResolvedRun(spec.name, dataset, preset or spec.default_preset, model_config, train_config)
 
 

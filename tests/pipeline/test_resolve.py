@@ -26,6 +26,11 @@ def test_precedence_defaults_preset_model_training_profile_overrides():
     explicit = resolve_run("lattice", "synth-baby-mini", {"lr_decay": 0.9, "reg_weight": 1e-3},
                            profile_train={"lr_decay": 0.5})
     assert explicit.train_config.lr_decay == 0.9 and explicit.model_config.reg_weight == 1e-3
+    # a regulariser divided by the configured batch size follows the resolved batch size
+    assert resolve_run("lattice", "x").model_config.reg_batch_size == 2048
+    assert resolve_run("lattice", "x", {"batch_size": 512}).model_config.reg_batch_size == 512
+    assert resolve_run("micro", "x").model_config.reg_batch_size == 1024  # MICRO trains with 1024
+    assert resolve_run("lattice", "x", {"batch_size": 512, "reg_batch_size": 0}).model_config.reg_batch_size == 0
     lgmrec = resolve_run("lgmrec", "synth-sports-mini")  # the preset's values for the dataset family
     assert (lgmrec.preset, lgmrec.model_config.alpha, lgmrec.model_config.n_hyper_layer) == ("official-log", 0.6, 4)
     assert resolve_run("lgmrec", "synth-sports-mini", {"alpha": 0.1}).model_config.alpha == 0.1
