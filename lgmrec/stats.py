@@ -1,13 +1,24 @@
-"""Statistics of the experiment results: means over seeds, paired tests with Holm correction, and
-the reported-vs-reproduced comparison.
+"""Statistics of the experiment results: means over seeds, effect sizes with confidence
+intervals, paired tests with Holm correction, claim verdicts, and the reported-vs-reproduced
+comparison.
 
-Tests of LGMRec against each baseline, per dataset and metric:
+Two sources of variation, two intervals for every mean difference (LGMRec minus another model or
+variant, per dataset and metric):
 
-- across seeds: paired t-test and Wilcoxon signed-rank over the seeds both models ran with
-  (n = number of seeds; with 3 seeds Wilcoxon cannot reach p < 0.25, it is shown for completeness);
-- across test users: Wilcoxon signed-rank on the per-user metric, each user's value averaged over
-  the seeds both models ran with (the users are the same: the dataset's test users). Users with
-  equal values under both models carry no sign and are dropped (Wilcoxon's standard treatment).
+- across test users: each user's metric averaged over the seeds both sides ran with, the
+  difference per user, and a percentile bootstrap of its mean over users (``N_RESAMPLES``
+  resamples, fixed seed: the book is deterministic); test: Wilcoxon signed-rank over users (users
+  with equal values carry no sign and are dropped, Wilcoxon's standard treatment);
+- across seeds: the difference of the two runs' metrics per seed and a t interval over seeds
+  (needs 2 seeds); test: the EXACT two-sided Wilcoxon signed-rank over seeds, whose smallest
+  attainable p-value is 2 / 2^n (0.5 at 2 seeds, 0.25 at 3, 0.0625 at 5): with 5 seeds or fewer it
+  can never fall below 0.05, which the tables say next to every p-value.
+
+Claims (:func:`claim_verdict`), at level ``ALPHA``: SUPPORTED when every comparison the claim
+makes lies on the claimed side of zero with every available 95 % interval (users, and seeds where
+there are 2 or more): an intersection-union test, which needs no multiplicity correction;
+CONTRADICTED when some comparison lies on the other side with every available interval at the
+Bonferroni-corrected level 1 - ALPHA / m (m comparisons); INCONCLUSIVE otherwise.
 
 p-values are Holm-corrected within each family: one dataset x metric x test over all baselines.
 """
@@ -15,13 +26,19 @@ p-values are Holm-corrected within each family: one dataset x metric x test over
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 REFERENCE_MODEL = "lgmrec"
+ALPHA = 0.05  # level of every test and verdict in the book
+LEVEL = 1 - ALPHA  # confidence level of the intervals shown
+N_RESAMPLES = 2000  # bootstrap resamples
+BOOTSTRAP_SEED = 20240  # the bootstrap's random generator seed: the same results give the same book
 TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")  # the paper's table columns
 
 #: Recall@20 of LGMRec reported by later papers that re-ran it on the released files
@@ -244,7 +261,283 @@ def sparsity_groups(
     return result.reset_index()
 
 
+
+# ---------------------------------------------------------------------------- intervals and tests
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p-value the exact Wilcoxon signed-rank test can give with ``n`` pairs:
+    2 / 2^n (all differences of one sign), i.e. 1 at n = 1, 0.5 at 2, 0.25 at 3, 0.0625 at 5."""
+    return float(min(1.0, 2.0 / 2.0 ** n)) if n > 0 else np.nan
+
+
+def wilcoxon_p(differences: Sequence[float], exact: bool = True) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (scipy.stats.wilcoxon):
+    exact where possible (no zero and no tied absolute difference, at most 50 pairs), else the
+    normal approximation; 1.0 when every difference is zero, NaN without pairs."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return np.nan
+    if not np.any(d != 0):
+        return 1.0
+    nonzero = d[d != 0]
+    can_be_exact = exact and len(d) <= 50 and len(nonzero) == len(d) and len(np.unique(np.abs(d))) == len(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(sps.wilcoxon(d, method="exact" if can_be_exact else "auto").pvalue)
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """t confidence interval of the mean (scipy.stats.t); (NaN, NaN) with fewer than 2 values."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return (np.nan, np.nan)
+    mean, sem = x.mean(), x.std(ddof=1) / math.sqrt(len(x))
+    if sem == 0:
+        return (float(mean), float(mean))
+    half = sps.t.ppf(0.5 + level / 2, len(x) - 1) * sem
+    return (float(mean - half), float(mean + half))
+
+
+_RESAMPLES: dict = {}  # (n, resamples, seed, sample) -> index matrix: every contrast on one dataset reuses it
+
+
+def _resampled_means(values: np.ndarray, n_resamples: int, seed: int, sample: int) -> np.ndarray:
+    """Means of ``n_resamples`` resamples (with replacement) of ``values``; the resampling indices
+    depend only on (len, resamples, seed, sample), so paired contrasts on the same users share them."""
+    n = len(values)
+    key = (n, n_resamples, seed, sample)
+    if n * n_resamples <= 8_000_000:
+        if key not in _RESAMPLES:
+            if len(_RESAMPLES) > 16:
+                _RESAMPLES.clear()
+            _RESAMPLES[key] = np.random.default_rng([seed, sample]).integers(0, n, (n_resamples, n), dtype=np.int32)
+        return values[_RESAMPLES[key]].mean(axis=1)
+    rng = np.random.default_rng([seed, sample])  # large samples: in chunks, not kept
+    return np.concatenate([values[rng.integers(0, n, (min(200, n_resamples - i), n))].mean(axis=1)
+                           for i in range(0, n_resamples, 200)])
+
+
+def bootstrap_means(*samples: Sequence[float], n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Bootstrap distribution of the mean of one sample, or of the difference of means of two
+    (first minus second), each sample resampled on its own (percentile bootstrap, as
+    ``scipy.stats.bootstrap(method="percentile")``, with resampling indices shared by all
+    contrasts of the same size so that a page's many contrasts cost one draw)."""
+    arrays = [np.asarray(x, dtype=float) for x in samples]
+    if any(len(a) == 0 for a in arrays):
+        return np.full(1, np.nan)
+    if all(np.all(a == a[0]) for a in arrays):  # no variation: the distribution is one point
+        return np.full(1, arrays[0][0] - (arrays[1][0] if len(arrays) > 1 else 0.0))
+    means = _resampled_means(arrays[0], n_resamples, seed, 0)
+    if len(arrays) > 1:
+        means = means - _resampled_means(arrays[1], n_resamples, seed, 1)
+    return means
+
+
+def percentile_interval(distribution: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    if distribution.size == 0 or np.isnan(distribution).all():
+        return (np.nan, np.nan)
+    low, high = np.quantile(distribution, [0.5 - level / 2, 0.5 + level / 2])
+    return (float(low), float(high))
+
+
+@dataclass
+class Contrast:
+    """One estimated difference with what is needed for its intervals and tests.
+
+    ``estimate``: the difference of means over users (each user's value averaged over the seeds);
+    ``users_distribution``: its bootstrap distribution over users; ``seed_values``: the same
+    difference computed within each seed (for the t interval and the exact Wilcoxon over seeds);
+    ``baseline``: the mean it is relative to (for a difference in %, NaN when not meaningful)."""
+
+    estimate: float
+    n_users: int
+    n_seeds: int
+    users_distribution: np.ndarray = field(repr=False)
+    seed_values: np.ndarray = field(repr=False)
+    p_users: float = np.nan
+    users_test: str = "Wilcoxon signed-rank over users"
+    baseline: float = np.nan
+
+    def ci_users(self, level: float = LEVEL) -> tuple[float, float]:
+        return percentile_interval(self.users_distribution, level)
+
+    def ci_seeds(self, level: float = LEVEL) -> tuple[float, float]:
+        return t_interval(self.seed_values, level)
+
+    @property
+    def p_seeds(self) -> float:
+        return wilcoxon_p(self.seed_values) if self.n_seeds else np.nan
+
+    @property
+    def p_seeds_min(self) -> float:
+        return min_wilcoxon_p(self.n_seeds)
+
+    @property
+    def relative(self) -> float:
+        """The difference in % of the baseline mean."""
+        if not np.isfinite(self.baseline) or self.baseline == 0:
+            return np.nan
+        return 100.0 * self.estimate / self.baseline
+
+    def intervals(self, level: float = LEVEL) -> list[tuple[float, float]]:
+        """The available intervals: users always, seeds where there are 2 or more."""
+        found = [self.ci_users(level)]
+        if self.n_seeds >= 2:
+            found.append(self.ci_seeds(level))
+        return [ci for ci in found if not any(np.isnan(ci))]
+
+    def above_zero(self, level: float = LEVEL) -> bool:
+        intervals = self.intervals(level)
+        return bool(intervals) and all(low > 0 for low, _ in intervals)
+
+    def below_zero(self, level: float = LEVEL) -> bool:
+        intervals = self.intervals(level)
+        return bool(intervals) and all(high < 0 for _, high in intervals)
+
+    def row(self, level: float = LEVEL) -> dict:
+        """The contrast as table columns (numbers; the book formats them)."""
+        users, seeds = self.ci_users(level), self.ci_seeds(level)
+        return {"difference": self.estimate, "difference %": self.relative,
+                "CI users low": users[0], "CI users high": users[1],
+                "CI seeds low": seeds[0], "CI seeds high": seeds[1],
+                "p users": self.p_users, "p seeds (exact)": self.p_seeds, "min p seeds": self.p_seeds_min,
+                "seeds": self.n_seeds, "users": self.n_users}
+
+
+def paired_contrast(a: pd.DataFrame, b: pd.DataFrame, n_resamples: int = N_RESAMPLES) -> Contrast:
+    """``a`` minus ``b``, paired over users and seeds. ``a``, ``b``: one metric as a users x seeds
+    frame (index: user, columns: seed); only the seeds and users both hold are compared."""
+    seeds = [s for s in a.columns if s in set(b.columns)]
+    users = a.index.intersection(b.index)
+    if not seeds or len(users) == 0:
+        return Contrast(np.nan, 0, 0, np.full(1, np.nan), np.array([]))
+    x, y = a.loc[users, seeds], b.loc[users, seeds]
+    per_user = (x.mean(axis=1) - y.mean(axis=1)).to_numpy(float)
+    per_seed = (x.mean(axis=0) - y.mean(axis=0)).to_numpy(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_users = wilcoxon_p(per_user, exact=False) if len(per_user) else np.nan
+    return Contrast(float(per_user.mean()), len(users), len(seeds), bootstrap_means(per_user, n_resamples=n_resamples),
+                    per_seed, p_users, baseline=float(y.to_numpy().mean()))
+
+
+def group_contrast(differences: pd.DataFrame, in_first: pd.Series, n_resamples: int = N_RESAMPLES) -> Contrast:
+    """Mean paired difference among the users of a first group minus that among the others.
+
+    ``differences``: per-user paired differences as a users x seeds frame; ``in_first``: a boolean
+    per user (same index). Users are resampled within their group; the test over users is the
+    Mann-Whitney U test of the two groups' differences (scipy.stats.mannwhitneyu)."""
+    mask = in_first.reindex(differences.index).fillna(False).astype(bool).to_numpy()
+    first, second = differences[mask], differences[~mask]
+    if len(first) == 0 or len(second) == 0:
+        return Contrast(np.nan, len(differences), differences.shape[1], np.full(1, np.nan), np.array([]),
+                        users_test="Mann-Whitney U (groups)")
+    u1, u2 = first.mean(axis=1).to_numpy(float), second.mean(axis=1).to_numpy(float)
+    per_seed = (first.mean(axis=0) - second.mean(axis=0)).to_numpy(float)
+    p = float(sps.mannwhitneyu(u1, u2, alternative="two-sided").pvalue) if np.any(np.r_[u1, u2] != u1[0]) else 1.0
+    return Contrast(float(u1.mean() - u2.mean()), len(differences), differences.shape[1],
+                    bootstrap_means(u1, u2, n_resamples=n_resamples), per_seed, p, users_test="Mann-Whitney U (groups)")
+
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+NOT_TESTED = "not tested"
+VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_TESTED)
+
+
+def claim_verdict(contrasts: Sequence[Contrast], alpha: float = ALPHA) -> str:
+    """Verdict of a claim that every contrast is above zero (see the module docstring):
+    supported (all above at 1 - alpha), contradicted (one below at 1 - alpha / m), else
+    inconclusive; "not tested" without any estimable contrast."""
+    usable = [c for c in contrasts if c.n_users > 0 and np.isfinite(c.estimate)]
+    if not usable:
+        return NOT_TESTED
+    if len(usable) == len(contrasts) and all(c.above_zero(1 - alpha) for c in usable):
+        return SUPPORTED
+    if any(c.below_zero(1 - alpha / len(contrasts)) for c in usable):
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+@dataclass
+class Equivalence:
+    """Relative deviation of seed values from a published number, tested for equivalence within
+    ``tolerance`` (two one-sided t tests, TOST, at ``alpha``: the 1 - 2 alpha t interval)."""
+
+    published: float
+    values: np.ndarray
+    tolerance: float
+
+    @property
+    def deviation(self) -> float:
+        return float(self.values.mean() / self.published - 1.0) if len(self.values) else np.nan
+
+    def interval(self, alpha: float = ALPHA) -> tuple[float, float]:
+        return t_interval(self.values / self.published - 1.0, 1 - 2 * alpha)
+
+    def verdict(self, alpha: float = ALPHA) -> str:
+        low, high = self.interval(alpha)
+        if np.isnan(low):
+            return INCONCLUSIVE  # one seed: no interval
+        if -self.tolerance <= low and high <= self.tolerance:
+            return SUPPORTED
+        if high < -self.tolerance or low > self.tolerance:
+            return CONTRADICTED
+        return INCONCLUSIVE
+
+
+def equivalence_verdict(tests: Sequence[Equivalence], alpha: float = ALPHA) -> str:
+    """Every metric within tolerance: supported; one entirely outside at the Bonferroni level: contradicted."""
+    if not tests:
+        return NOT_TESTED
+    if all(t.verdict(alpha) == SUPPORTED for t in tests):
+        return SUPPORTED
+    if any(t.verdict(alpha / len(tests)) == CONTRADICTED for t in tests):
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def rank_agreement(reproduced: Sequence[float], published: Sequence[float]) -> dict:
+    """Spearman's rho and Kendall's tau (scipy.stats) between two score lists, with n and
+    two-sided p-values that hold for few models: Kendall's exact test where scipy can give it
+    (no ties), Spearman's from its permutation distribution (every ordering up to n = 8, else
+    20000 random ones); the asymptotic p-values would be far too small at n = 3 to 10."""
+    x, y = np.asarray(reproduced, float), np.asarray(published, float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    result = {"n": int(len(x)), "spearman": np.nan, "spearman p": np.nan, "kendall": np.nan, "kendall p": np.nan}
+    if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        tau = sps.kendalltau(x, y)
+        rho = float(sps.spearmanr(x, y).statistic)
+        result.update({"spearman": rho, "spearman p": _spearman_permutation_p(x, y, rho),
+                       "kendall": float(tau.statistic), "kendall p": float(tau.pvalue)})
+    return result
+
+
+def _spearman_permutation_p(x: np.ndarray, y: np.ndarray, observed: float) -> float:
+    import itertools
+
+    rx, ry = sps.rankdata(x), sps.rankdata(y)
+    n = len(x)
+    if n <= 8:
+        orders = np.array(list(itertools.permutations(range(n))))
+    else:
+        rng = np.random.default_rng(0)
+        orders = np.argsort(rng.random((20000, n)), axis=1)
+    permuted = ry[orders]
+    cx = rx - rx.mean()
+    cy = permuted - permuted.mean(axis=1, keepdims=True)
+    rhos = (cy @ cx) / (np.sqrt((cx ** 2).sum()) * np.sqrt((cy ** 2).sum(axis=1)))
+    hits = int(np.sum(np.abs(rhos) >= abs(observed) - 1e-12))
+    return hits / len(rhos) if n <= 8 else (hits + 1) / (len(rhos) + 1)  # random orderings: never 0
+
+
 __all__ = [
-    "LITERATURE_BANDS", "TABLE_METRICS", "format_mean_std", "holm", "mean_std", "paired_seed_tests",
-    "per_user_tests", "reported_vs_reproduced", "significance_marks", "sparsity_groups",
+    "ALPHA", "CONTRADICTED", "Contrast", "Equivalence", "INCONCLUSIVE", "LEVEL", "LITERATURE_BANDS", "NOT_TESTED",
+    "SUPPORTED", "TABLE_METRICS", "VERDICTS", "bootstrap_means", "claim_verdict", "equivalence_verdict",
+    "format_mean_std", "group_contrast", "holm", "mean_std", "min_wilcoxon_p", "paired_contrast",
+    "paired_seed_tests", "per_user_tests", "percentile_interval", "rank_agreement", "reported_vs_reproduced",
+    "significance_marks", "sparsity_groups", "t_interval", "wilcoxon_p",
 ]

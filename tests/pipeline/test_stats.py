@@ -128,3 +128,124 @@ def test_sparsity_groups_average_users_then_seeds():
     assert groups.loc["3-9", "recall@20"] == pytest.approx((0.1 + 0.2) / 2)
     assert groups.loc["10-12", "recall@20"] == pytest.approx((0.6 + 0.7) / 2)
     assert groups.loc["3-9", "users"] == 2 and groups.loc["3-9", "seeds"] == 2
+
+
+# ---------------------------------------------------------------------------- intervals, exact tests, verdicts
+
+from lgmrec import stats  # noqa: E402
+
+
+def test_smallest_attainable_exact_wilcoxon_p_is_two_over_two_to_the_n():
+    assert stats.min_wilcoxon_p(3) == pytest.approx(0.25)
+    assert stats.min_wilcoxon_p(5) == pytest.approx(0.0625)
+    assert stats.min_wilcoxon_p(1) == 1.0 and np.isnan(stats.min_wilcoxon_p(0))
+    for n in (2, 3, 4, 5, 6):  # all differences of one sign reach exactly the floor
+        assert stats.wilcoxon_p(np.arange(1, n + 1) * 0.01) == pytest.approx(stats.min_wilcoxon_p(n))
+    assert stats.wilcoxon_p([0.0, 0.0]) == 1.0 and np.isnan(stats.wilcoxon_p([]))
+
+
+def test_t_interval_matches_scipy_and_needs_two_values():
+    from scipy import stats as sps
+
+    values = np.array([0.11, 0.13, 0.12, 0.15, 0.10])
+    low, high = stats.t_interval(values, 0.95)
+    expected = sps.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=sps.sem(values))
+    np.testing.assert_allclose((low, high), expected)
+    assert all(np.isnan(stats.t_interval([0.1])))
+
+
+def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(3)
+    hits = 0
+    for trial in range(120):
+        sample = rng.exponential(0.1, size=300)  # skewed, like per-user recall
+        low, high = stats.percentile_interval(stats.bootstrap_means(sample, n_resamples=1000, seed=trial))
+        hits += low <= 0.1 <= high
+    assert 0.88 <= hits / 120 <= 0.995
+
+
+def _users_by_seeds(rng, users: int, seeds: list[int], shift: float, seed_effect: float = 0.0) -> pd.DataFrame:
+    base = rng.beta(0.5, 3.0, size=users)
+    return pd.DataFrame({s: np.clip(base + shift + rng.normal(0, 0.05, users) + seed_effect * i, 0, 1)
+                         for i, s in enumerate(seeds)}, index=pd.Index(range(users), name="user"))
+
+
+def test_paired_contrast_finds_a_planted_difference_with_both_intervals():
+    rng = np.random.default_rng(4)
+    b = _users_by_seeds(rng, 600, [999, 1, 2, 3, 4], 0.0)
+    a = b + 0.03 + rng.normal(0, 0.02, b.shape)
+    contrast = stats.paired_contrast(a, b)
+    assert contrast.estimate == pytest.approx(0.03, abs=0.005)
+    assert contrast.n_users == 600 and contrast.n_seeds == 5
+    low, high = contrast.ci_users()
+    assert 0 < low < contrast.estimate < high and high - low < 0.005
+    assert contrast.ci_seeds()[0] > 0 and contrast.above_zero() and not contrast.below_zero()
+    assert contrast.p_users < 1e-6 and contrast.p_seeds == pytest.approx(0.0625)  # the floor at 5 seeds
+    row = contrast.row()
+    assert row["min p seeds"] == pytest.approx(0.0625) and row["seeds"] == 5
+    # only common seeds and users are paired
+    partial = stats.paired_contrast(a[[999, 1]].iloc[:300], b)
+    assert partial.n_seeds == 2 and partial.n_users == 300
+
+
+def test_group_contrast_compares_the_advantage_of_two_groups():
+    rng = np.random.default_rng(5)
+    users = 800
+    few = pd.Series(np.arange(users) < 400, index=range(users))
+    differences = pd.DataFrame({s: np.where(few, 0.05, 0.01) + rng.normal(0, 0.05, users) for s in (1, 2, 3)})
+    contrast = stats.group_contrast(differences, few)
+    assert contrast.estimate == pytest.approx(0.04, abs=0.01)
+    assert contrast.ci_users()[0] > 0 and contrast.p_users < 1e-4
+    flat = pd.DataFrame({s: rng.normal(0, 0.05, users) for s in (1, 2, 3)})
+    assert stats.group_contrast(flat, few).ci_users()[0] < 0 < stats.group_contrast(flat, few).ci_users()[1]
+
+
+def _contrast(estimate, users=(-1, 1), seeds=None, n_seeds=3):
+    seed_values = np.array(seeds if seeds is not None else [estimate] * n_seeds, dtype=float)
+    distribution = np.linspace(estimate + users[0], estimate + users[1], 101)
+    return stats.Contrast(estimate, 500, len(seed_values), distribution, seed_values)
+
+
+def test_claim_verdict_rule():
+    up = _contrast(0.05, users=(-0.01, 0.01), seeds=[0.04, 0.05, 0.06])
+    up_users_only = _contrast(0.05, users=(-0.01, 0.01), seeds=[0.3, -0.2, 0.05])  # seeds interval spans 0
+    down = _contrast(-0.05, users=(-0.01, 0.01), seeds=[-0.04, -0.05, -0.06])
+    noisy = _contrast(0.0, users=(-0.05, 0.05), seeds=[-0.1, 0.0, 0.1])
+    assert stats.claim_verdict([up, up]) == stats.SUPPORTED
+    assert stats.claim_verdict([up, up_users_only]) == stats.INCONCLUSIVE  # every interval must agree
+    assert stats.claim_verdict([up, down]) == stats.CONTRADICTED
+    assert stats.claim_verdict([up, noisy]) == stats.INCONCLUSIVE
+    one_seed = _contrast(0.05, users=(-0.01, 0.01), seeds=[0.05])  # the users interval alone
+    assert stats.claim_verdict([one_seed]) == stats.SUPPORTED
+    empty = stats.Contrast(np.nan, 0, 0, np.full(1, np.nan), np.array([]))
+    assert stats.claim_verdict([empty]) == stats.NOT_TESTED
+
+
+def test_contradiction_needs_the_bonferroni_level():
+    # below zero at 95 % but not at 1 - 0.05 / 20: with 20 comparisons, not a contradiction
+    distribution = np.random.default_rng(6).normal(-0.02, 0.01, 20000)
+    borderline = stats.Contrast(-0.02, 500, 1, distribution, np.array([-0.02]))
+    assert borderline.below_zero(0.95) and not borderline.below_zero(1 - 0.05 / 20)
+    assert stats.claim_verdict([borderline] + [_contrast(0.05, users=(-0.01, 0.01))] * 19) == stats.INCONCLUSIVE
+    assert stats.claim_verdict([borderline]) == stats.CONTRADICTED
+
+
+def test_equivalence_within_tolerance():
+    inside = stats.Equivalence(0.1000, np.array([0.099, 0.1005, 0.1002, 0.0998, 0.1001]), 0.05)
+    assert inside.verdict() == stats.SUPPORTED and abs(inside.deviation) < 0.01
+    outside = stats.Equivalence(0.1000, np.array([0.080, 0.081, 0.079, 0.0805, 0.0795]), 0.05)
+    assert outside.verdict() == stats.CONTRADICTED
+    wide = stats.Equivalence(0.1000, np.array([0.09, 0.11, 0.095, 0.105]), 0.05)
+    assert wide.verdict() == stats.INCONCLUSIVE
+    assert stats.Equivalence(0.1, np.array([0.1]), 0.05).verdict() == stats.INCONCLUSIVE  # one seed: no interval
+    assert stats.equivalence_verdict([inside, inside]) == stats.SUPPORTED
+    assert stats.equivalence_verdict([inside, outside]) == stats.CONTRADICTED
+
+
+def test_rank_agreement_reports_n_and_needs_three():
+    result = stats.rank_agreement([1.0, 0.8, 1.3, 1.1], [1.0, 0.9, 1.5, 1.2])
+    assert result["n"] == 4 and result["spearman"] == pytest.approx(1.0) and result["kendall"] == pytest.approx(1.0)
+    reversed_ = stats.rank_agreement([3, 2, 1], [1, 2, 3])
+    assert reversed_["spearman"] == pytest.approx(-1.0)
+    assert np.isnan(stats.rank_agreement([1, 2], [1, 2])["spearman"])
+    assert stats.rank_agreement([1, np.nan, 3, 4], [1, 2, 3, 4])["n"] == 3

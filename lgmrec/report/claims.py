@@ -1,0 +1,299 @@
+"""The paper's claims, as its abstract states them, each turned into a test on the results store.
+
+Per dataset of the profile:
+
+- C1 superiority: LGMRec's Recall@10/20 and NDCG@10/20 exceed every baseline's (overall runs);
+  the margin shown is over the strongest baseline (highest mean) on each metric;
+- C2 decoupled local embeddings help: the full model beats w/o CGE and w/o MGE (ablation runs);
+- C3 global hypergraph embeddings help: the full model beats w/o GHE and w/o HCL;
+- C4 robustness under sparsity: LGMRec's advantage over the strongest baseline (by Recall@20) is
+  larger for users with few training interactions (at most the median) than for the others;
+- C5 the published numbers are reproduced: the paper's LGMRec row (Table 2) within 5 % (the
+  check's tolerance, :data:`lgmrec.check.REAL_TOLERANCE`), on real data only.
+
+Every comparison is a :class:`lgmrec.stats.Contrast`; the verdict rule is
+:func:`lgmrec.stats.claim_verdict` (C5: :func:`lgmrec.stats.equivalence_verdict`), at
+``stats.ALPHA`` = 0.05.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import stats
+from ..grids import PUBLISHED_VARIANT
+from .context import MAIN_METRICS, TABLE_METRICS, BookContext, is_reference, metric_label
+from .contrasts import contrast_cells, contrast_numbers, overall_contrasts, variant_contrasts
+from .display import DASH, NBSP, Html, Table, Tables, escape, fmt_ci, fmt_num, fmt_p, fmt_pct, fmt_signed
+
+CLAIMS = {
+    "C1": ("superiority", "LGMRec's Recall@10/20 and NDCG@10/20 exceed every baseline's"),
+    "C2": ("local embeddings", "the decoupled local embeddings help: full model > w/o CGE and > w/o MGE"),
+    "C3": ("global embeddings", "the global hypergraph embeddings help: full model > w/o GHE and > w/o HCL"),
+    "C4": ("sparsity", "LGMRec's advantage over the strongest baseline is larger for users with few training "
+                       "interactions than for users with many"),
+    "C5": ("published numbers", "the paper's LGMRec numbers (Table 2) are reproduced within 5 %"),
+}
+TESTS = {
+    "C1": "LGMRec − each baseline, 4 metrics: paired bootstrap over users and t over seeds (95 %); "
+          "supported if all above 0 (intersection-union test)",
+    "C2": "full − w/o CGE, full − w/o MGE on Recall@20, NDCG@20: paired bootstrap over users, t over seeds (95 %)",
+    "C3": "full − w/o GHE, full − w/o HCL on Recall@20, NDCG@20: paired bootstrap over users, t over seeds (95 %)",
+    "C4": "advantage (few) − advantage (many) on Recall@20, NDCG@20: bootstrap within groups over users, "
+          "t over seeds (95 %); Mann-Whitney U",
+    "C5": "equivalence within ±5 % (TOST, 90 % t interval over seeds) on the 4 metrics",
+}
+ABLATION_PAIRS = {"C2": ("w/o CGE", "w/o MGE"), "C3": ("w/o GHE", "w/o HCL")}
+FULL_VARIANT = "LGMRec"
+PUBLISHED_SOURCE = "paper-table2"
+
+
+@dataclass
+class ClaimResult:
+    claim: str
+    dataset: str
+    verdict: str
+    effect: str  # the headline effect with its interval, formatted
+    basis: str  # seeds and users behind it
+    details: pd.DataFrame = field(repr=False)  # one row per comparison, numbers (the CSV)
+    shown: pd.DataFrame = field(repr=False)  # the same, formatted for the chapter
+    note: str = ""
+
+
+def compute_claims(ctx: BookContext) -> list[ClaimResult]:
+    """Every claim on every dataset of the profile (cached on the context)."""
+    if "claims" not in ctx.cache:
+        results = []
+        for dataset in ctx.profile.datasets:
+            results += [claim_c1(ctx, dataset), *claim_ablation(ctx, dataset), claim_c4(ctx, dataset),
+                        claim_c5(ctx, dataset)]
+        ctx.cache["claims"] = sorted(results, key=lambda r: (r.claim, ctx.profile.datasets.index(r.dataset)))
+    return ctx.cache["claims"]
+
+
+def _basis(contrasts) -> str:
+    seeds = sorted({c.n_seeds for c in contrasts if c.n_users})
+    users = sorted({c.n_users for c in contrasts if c.n_users})
+    if not users:
+        return DASH
+    seeds_text = "/".join(map(str, seeds))
+    return f"{seeds_text} seed{'s' if seeds != [1] else ''}, {'/'.join(map(str, users))} users"
+
+
+def _headline(contrast: stats.Contrast, what: str) -> str:
+    return (f"{what}: {fmt_signed(contrast.estimate)} ({fmt_pct(contrast.relative)}), "
+            f"95%{NBSP}CI{NBSP}users {fmt_ci(*contrast.ci_users())}")
+
+
+def _not_tested(claim: str, dataset: str, why: str) -> ClaimResult:
+    empty = pd.DataFrame({"dataset": [dataset], "note": [why]})
+    return ClaimResult(claim, dataset, stats.NOT_TESTED, why, DASH, empty, empty.set_index("dataset"), why)
+
+
+# ---------------------------------------------------------------------------- C1
+
+
+def claim_c1(ctx: BookContext, dataset: str) -> ClaimResult:
+    table = overall_contrasts(ctx, TABLE_METRICS)
+    table = table[table["dataset"] == dataset]
+    if table.empty:
+        return _not_tested("C1", dataset, "no overall runs of LGMRec and a baseline on this dataset")
+    verdict = stats.claim_verdict(list(table["contrast"]))
+    rows, shown = [], []
+    for metric, part in table.groupby("metric", sort=False):
+        strongest = part.loc[part["baseline mean"].idxmax()]
+        contrast = strongest["contrast"]
+        beaten = sum(c.above_zero() for c in part["contrast"])
+        rows.append({"metric": metric, "strongest baseline": strongest["variant"], **contrast.row(),
+                     "baselines beaten (all intervals > 0)": beaten, "baselines": len(part)})
+        cells = contrast_cells(contrast)
+        shown.append({"metric": metric_label(metric), "strongest baseline": strongest["variant"],
+                      "LGMRec − strongest": cells["difference"], "95% CI users": cells["95% CI users"],
+                      "95% CI seeds": cells["95% CI seeds"], "beats": f"{beaten}/{len(part)}"})
+    main = table[(table["metric"] == "recall@20")]
+    main = main.loc[main["baseline mean"].idxmax()] if len(main) else table.iloc[0]
+    details = pd.concat([pd.DataFrame(rows).assign(dataset=dataset),
+                         contrast_numbers(table).assign(level="every baseline")], ignore_index=True)
+    return ClaimResult("C1", dataset, verdict,
+                       _headline(main["contrast"], f"over {main['variant']} ({metric_label(main['metric'])})"),
+                       _basis(table["contrast"]), details, pd.DataFrame(shown).set_index("metric"),
+                       "beats: baselines whose every interval of LGMRec − baseline lies above 0")
+
+
+# ---------------------------------------------------------------------------- C2, C3
+
+
+def claim_ablation(ctx: BookContext, dataset: str) -> list[ClaimResult]:
+    results = []
+    for claim, variants in ABLATION_PAIRS.items():
+        table = variant_contrasts(ctx, "ablation", FULL_VARIANT, None, MAIN_METRICS)
+        table = table[(table["dataset"] == dataset) & table["variant"].isin(variants)]
+        if table.empty:
+            results.append(_not_tested(claim, dataset, "no ablation runs on this dataset in this profile"))
+            continue
+        verdict = stats.claim_verdict(list(table["contrast"]))
+        shown = []
+        for row in table.to_dict("records"):
+            cells = contrast_cells(row["contrast"])
+            shown.append({"comparison": f"full − {row['variant']}", "metric": metric_label(row["metric"]),
+                          "difference": cells["difference"], "95% CI users": cells["95% CI users"],
+                          "95% CI seeds": cells["95% CI seeds"], "p users": cells["p users"],
+                          "p seeds (min)": cells["p seeds (min)"]})
+        weakest = min(table["contrast"], key=lambda c: c.ci_users()[0] if np.isfinite(c.ci_users()[0]) else np.inf)
+        row = table[table["contrast"].map(lambda c: c is weakest)].iloc[0]
+        results.append(ClaimResult(
+            claim, dataset, verdict,
+            _headline(weakest, f"weakest: full − {row['variant']} ({metric_label(row['metric'])})"),
+            _basis(table["contrast"]), contrast_numbers(table), pd.DataFrame(shown).set_index(["comparison", "metric"])))
+    return results
+
+
+# ---------------------------------------------------------------------------- C4
+
+
+def strongest_baseline(ctx: BookContext, dataset: str, metric: str = "recall@20") -> str | None:
+    runs = ctx.runs("overall")
+    runs = runs[(runs["dataset"] == dataset) & ~is_reference(runs) & (runs["variant"] != PUBLISHED_VARIANT)]
+    if runs.empty:
+        return None
+    return runs.groupby("variant")[metric].mean().idxmax()
+
+
+def claim_c4(ctx: BookContext, dataset: str) -> ClaimResult:
+    runs = ctx.runs("overall")
+    runs = runs[runs["dataset"] == dataset]
+    baseline = strongest_baseline(ctx, dataset)
+    reference = runs[is_reference(runs)]
+    if baseline is None or reference.empty:
+        return _not_tested("C4", dataset, "no overall runs of LGMRec and a baseline on this dataset")
+    other = runs[runs["variant"] == baseline]
+    n_train = ctx.n_train(dataset)
+    cut = float(n_train.median())
+    few = n_train <= cut
+    contrasts, rows, shown = [], [], []
+    for metric in MAIN_METRICS:
+        a, b = ctx.user_matrix(reference, metric), ctx.user_matrix(other, metric)
+        seeds = [s for s in a.columns if s in set(b.columns)]
+        users = a.index.intersection(b.index)
+        differences = a.loc[users, seeds] - b.loc[users, seeds]
+        contrast = stats.group_contrast(differences, few)
+        contrasts.append(contrast)
+        in_few = few.reindex(users).fillna(False).astype(bool)
+        advantage_few = float(differences[in_few.to_numpy()].mean(axis=1).mean())
+        advantage_many = float(differences[~in_few.to_numpy()].mean(axis=1).mean())
+        rows.append({"metric": metric, "strongest baseline": baseline, "median n_train": cut,
+                     "users few": int(in_few.sum()), "users many": int((~in_few).sum()),
+                     "advantage few": advantage_few, "advantage many": advantage_many, **contrast.row()})
+        cells = contrast_cells(contrast)
+        shown.append({"metric": metric_label(metric), "advantage, few": fmt_signed(advantage_few),
+                      "advantage, many": fmt_signed(advantage_many), "few − many": fmt_signed(contrast.estimate),
+                      "95% CI users": cells["95% CI users"], "95% CI seeds": cells["95% CI seeds"],
+                      "p (Mann-Whitney)": fmt_p(contrast.p_users)})
+    verdict = stats.claim_verdict(contrasts)
+    main = contrasts[0]
+    note = (f"strongest baseline (mean Recall@20): {baseline}; few: at most {cut:g} training interactions "
+            f"({rows[0]['users few']} users), many: more ({rows[0]['users many']} users)")
+    effect = (f"advantage over {baseline}, few − many (Recall@20): {fmt_signed(main.estimate)}, "
+              f"95%{NBSP}CI{NBSP}users {fmt_ci(*main.ci_users())}")
+    return ClaimResult("C4", dataset, verdict, effect, _basis(contrasts),
+                       pd.DataFrame(rows).assign(dataset=dataset), pd.DataFrame(shown).set_index("metric"), note)
+
+
+# ---------------------------------------------------------------------------- C5
+
+
+def claim_c5(ctx: BookContext, dataset: str) -> ClaimResult:
+    from ..check import REAL_TOLERANCE
+    from ..models import dataset_family
+    from ..reference import read_reference
+
+    runs = ctx.runs("overall")
+    runs = runs[runs["dataset"] == dataset]
+    kinds = set(runs["data_kind"].dropna())
+    if runs.empty:
+        return _not_tested("C5", dataset, "no overall runs on this dataset")
+    if kinds != {"real"}:
+        why = ("not testable on synthetic data" if "synthetic" in kinds
+               else "not testable: the data are not the verified released files")
+        return _not_tested("C5", dataset, why)
+    reported = read_reference("reported")
+    published = reported[(reported["dataset"] == dataset_family(dataset)) & (reported["model"] == "LGMRec")
+                         & (reported["source"] == PUBLISHED_SOURCE)]
+    variant = PUBLISHED_VARIANT if (runs["variant"] == PUBLISHED_VARIANT).any() else FULL_VARIANT
+    lgmrec = runs[(runs["model"] == "lgmrec") & (runs["variant"] == variant)]
+    if published.empty or lgmrec.empty:
+        return _not_tested("C5", dataset, "no published LGMRec number or no LGMRec run for this dataset")
+    tolerance = REAL_TOLERANCE["rel_tol"]
+    tests, rows, shown = [], [], []
+    for metric in TABLE_METRICS:
+        value = published.loc[published["metric"] == metric, "value"]
+        if value.empty:
+            continue
+        test = stats.Equivalence(float(value.iloc[0]), lgmrec.sort_values("seed")[metric].to_numpy(float), tolerance)
+        tests.append(test)
+        low, high = test.interval()
+        rows.append({"metric": metric, "variant": variant, "published": test.published,
+                     "reproduced mean": float(test.values.mean()), "seeds": len(test.values),
+                     "deviation": test.deviation, "90% CI low": low, "90% CI high": high,
+                     "tolerance": tolerance, "verdict": test.verdict()})
+        shown.append({"metric": metric_label(metric), "published": fmt_num(test.published),
+                      "reproduced": fmt_num(test.values.mean()), "deviation": fmt_pct(100 * test.deviation),
+                      "90% CI": (f"[{fmt_pct(100 * low)}, {fmt_pct(100 * high)}]" if np.isfinite(low) else DASH),
+                      "verdict": test.verdict()})
+    verdict = stats.equivalence_verdict(tests)
+    worst = max(tests, key=lambda t: abs(t.deviation))
+    effect = f"{variant} vs paper: largest deviation {fmt_pct(100 * worst.deviation)} (tolerance ±{100 * tolerance:g}{NBSP}%)"
+    return ClaimResult("C5", dataset, verdict, effect, f"{len(worst.values)} seeds",
+                       pd.DataFrame(rows).assign(dataset=dataset), pd.DataFrame(shown).set_index("metric"))
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def verdict_frame(ctx: BookContext) -> pd.DataFrame:
+    """One row per claim and dataset: claim, dataset, verdict, effect, basis (formatted)."""
+    rows = [{"claim": f"{r.claim} {CLAIMS[r.claim][0]}", "dataset": r.dataset, "verdict": r.verdict,
+             "effect (95% CI)": r.effect, "seeds, users": r.basis} for r in compute_claims(ctx)]
+    return pd.DataFrame(rows)
+
+
+def verdict_table(ctx: BookContext, name: str = "claims-verdicts") -> Table:
+    frame = verdict_frame(ctx).set_index(["claim", "dataset"])
+    counts = frame["verdict"].value_counts()
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in stats.VERDICTS if counts.get(v, 0))
+    bold = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+    bold["verdict"] = True
+    return Table(frame, name, caption=f"Claims of the paper tested on {ctx.data_line()} "
+                 f"(level α = {stats.ALPHA}; {summary})", bold=bold,
+                 note="supported: every comparison of the claim lies above 0 with every 95 % interval (users, and "
+                      "seeds where there are 2 or more); contradicted: one lies below 0 at the Bonferroni-corrected "
+                      "level; inconclusive: neither. C5 is an equivalence test within ±5 %.")
+
+
+def claim_tables(ctx: BookContext, claim: str) -> Tables:
+    """The detailed comparisons of one claim, one table per dataset."""
+    out = Tables()
+    for result in [r for r in compute_claims(ctx) if r.claim == claim]:
+        if result.verdict == stats.NOT_TESTED:
+            out.append(Html(f'<p class="lgmrec-not-tested" data-claim="{claim}-{escape(result.dataset)}">'
+                            f"<b>{claim} on {escape(result.dataset)}: not tested</b>: {escape(result.effect)}.</p>"))
+            continue
+        caption = f"{claim} on {result.dataset}: {result.verdict} ({result.basis})"
+        out.append(Table(result.shown, f"claim-{claim}-{result.dataset}", caption=caption, data=result.details,
+                         index=True, note=result.note))
+    return out
+
+
+def claim_definitions() -> pd.DataFrame:
+    return pd.DataFrame([{"claim": k, "statement": v[1], "test": TESTS[k]} for k, v in CLAIMS.items()]).set_index("claim")
+
+
+def definitions_table() -> Table:
+    return Table(claim_definitions(), "claims-definitions", caption="The claims and how each is tested")
+
+
+__all__ = ["CLAIMS", "ClaimResult", "claim_definitions", "claim_tables", "compute_claims", "definitions_table",
+           "strongest_baseline", "verdict_frame", "verdict_table"]
