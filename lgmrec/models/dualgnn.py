@@ -1,49 +1,60 @@
 """DualGNN (Wang et al., IEEE TMM 2021): per-modality bipartite GCNs plus a user co-occurrence graph.
 
-Behaviour of MMRec's ``src/models/dualgnn.py`` with its ``DualGNN.yaml`` defaults:
+Follows MMRec ``src/models/dualgnn.py`` with ``src/configs/model/DualGNN.yaml`` (enoche/MMRec)
+and its ``preprocessing/dualgnn-gen-u-u-matrix.py``. What it computes:
 
-- per modality m: a trainable user preference table ``P_m`` and item content
-  ``MLP_1(leaky_relu(MLP(x_i)))`` (feature dim -> 4d -> d); ``X = normalize([P_m; content])``
-  (row-wise L2) is propagated over the user-item graph ``n_layers`` times and summed:
-  ``R_m = X + A X + A^2 X`` with ``A = D^-1/2 A D^-1/2`` (``aggr_mode 'add'``; ``'mean'`` uses
-  ``D^-1 A``). Item representation: ``sum_m R_m``;
-- user representation: a per-user softmax-initialised weighting of the modalities,
-  ``sum_m w_(u,m) R_m(u)`` (one modality: ``R_m(u)`` itself), then one step over the user
-  co-occurrence graph: ``h_u + sum_v s_(u,v) h_v``;
-- user co-occurrence graph (MMRec's ``preprocessing/dualgnn-gen-u-u-matrix.py`` then the model's
-  ``topk_sample``): every user's ``user_graph_k`` (40) users sharing the most training items
-  (self excluded); weights ``softmax`` of the shared-item counts over the k slots
+- per modality m: a trainable, Xavier-normal user preference table ``P_m`` and item content
+  ``MLP_1(leaky_relu(MLP(x_i)))`` (feature dim -> 4d -> d, torch's default Linear init);
+  ``X = normalize([P_m; content])`` (row-wise L2) is propagated over the user-item graph twice
+  and summed: ``R_m = X + A X + A^2 X`` with ``A = D^-1/2 A D^-1/2`` (``aggr_mode 'add'``, PyG's
+  degree normalisation, no epsilon; ``'mean'`` uses ``D^-1 A``). Item representation:
+  ``sum_m R_m``;
+- user representation: a per-user weighting of the modalities initialised as the softmax of
+  Xavier-normal ``(n_users, M, 1)`` draws, ``sum_m w_(u,m) R_m(u)`` (one modality: ``R_m(u)``
+  itself), then one step over the user co-occurrence graph: ``h_u + sum_v s_(u,v) h_v``;
+- user co-occurrence graph: every user's ``user_graph_k`` (40) users sharing the most training
+  items (self excluded); weights ``softmax`` of the shared-item counts over the k slots
   (``user_aggr_mode 'mean'``: 1/k per slot). A user with fewer than k co-users fills the
-  missing slots, anew every epoch, by repeatedly copying a uniformly chosen already-filled slot
-  (so repeated users weigh more); a user with none gets no message;
+  missing slots, anew every epoch (MMRec's ``pre_epoch_processing``), by repeatedly copying a
+  uniformly chosen already-filled slot (so repeated users weigh more); a user with none gets
+  no message;
 - loss: ``-mean(log2 sigmoid(pos - neg))`` (base-2 logarithm, as upstream) plus ``reg_weight``
-  times the mean squared preferences of the batch's users (each modality) and the mean squared
-  user and item modality weights (the item weights are only regularised, never used, as
-  upstream).
+  times the sum of the mean squared preferences of the batch's users (each modality) and the
+  mean squared *whole* user and item modality-weight tables (the item weights are only
+  regularised, never used, as upstream). Means of squares, not MMRec's EmbLoss, as upstream.
 
 Upstream quirk kept by default (``upstream_inplace_sum=True``): its ``representation += t_rep``
 adds in place to the image representation, so the user weighting actually combines
-``w_(u,image) (R_image + R_text) + w_(u,text) R_text``. ``upstream_inplace_sum=False`` gives the
-paper's ``w_(u,image) R_image + w_(u,text) R_text``. With more than two modalities the first
+``w_(u,image) (R_image + R_text) + w_(u,text) R_text``. With more than two modalities the first
 modality's representation is the one that is replaced by the sum.
 
-Modalities: any non-empty subset (the modality weights have one column per modality).
+Deviations (config fields, also in ``SPEC.deviations``):
 
-Deviations: the user-user graph is built here from the training split with scipy (``R R^T``
+- ``upstream_inplace_sum`` (True = MMRec): False gives the paper's
+  ``w_(u,image) R_image + w_(u,text) R_text``;
+- ``score_from_last_batch`` (True = MMRec): upstream scores validation and test users with the
+  representation cached in the epoch's last training batch (computed before that batch's
+  optimiser step); False recomputes it from the current parameters (with the current epoch's
+  co-occurrence sample either way);
+- ``n_layers`` (2 = MMRec): upstream ignores its yaml's ``n_layers`` and always runs two steps;
+  other values change the number of steps;
+- ``user_graph_k``, ``user_aggr_mode`` (40, 'softmax' = MMRec, hard-coded there);
+- ``modalities`` (empty = every modality, as MMRec; upstream's weighting assumes two): a subset.
+
+Not options: the user-user graph is built here from the training split with scipy (``R R^T``
 in row chunks) and cached on disk under a fingerprint of the training matrix and k (upstream
 reads a precomputed ``user_graph_dict.npy`` built with a dense ``n_users^2`` matrix); ties in
 the shared-item count are broken towards lower user ids (upstream: ``torch.topk`` order); the
 slot filling uses torch's RNG (upstream: NumPy's). Upstream also builds node-dropped edge lists
-and three linear layers that its forward pass never uses; they are left out (they change no
-result, only upstream's parameter count). Upstream scores validation and test users with the
-representation cached in the last training batch (one optimiser step old); here ``forward()``
-recomputes it from the current parameters (with the current epoch's co-occurrence sample).
+and three linear layers that its forward pass never uses (no gradient, so Adam never moves
+them); they are left out, which changes only the parameter count.
 
-Hyperparameters: ``embedding_size 64, n_layers 2, aggr_mode add`` from the yaml, ``k = 40`` and
-``user_aggr_mode softmax`` hard-coded upstream; ``reg_weight`` is searched in
-``{0.1, 0.01, 1e-3, 1e-4, 1e-5}`` (and ``learning_rate`` in :data:`TRAIN_SEARCH_GRID`); neither
-MMRec nor the LGMRec paper publishes the chosen value, so the default ``reg_weight 0.1`` is the
-DualGNN authors' own default (``--weight_decay`` in their ``parse.py``).
+Grids: MMRec searches ``aggr_mode ['add']`` x ``learning_rate [0.1, 0.01, 1e-3, 1e-4, 1e-5]``
+x ``reg_weight [0.1, 0.01, 1e-3, 1e-4, 1e-5]`` (``SPEC.tuning_grid``). The reduced grid of the
+embedded default keeps ``learning_rate {0.1, 0.01, 1e-3}`` (rates below 1e-3 need more epochs
+than the budget has) x ``reg_weight {0.1, 1e-3, 1e-5}``. Neither MMRec nor the LGMRec paper
+publishes the chosen values; the default ``reg_weight 0.1`` is the DualGNN authors' own default
+(``--weight_decay`` in their ``parse.py``), with MMRec's learning rate 1e-3.
 """
 
 from __future__ import annotations
@@ -63,6 +74,7 @@ from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss
+from .grcn import batch_mean_square
 from .knn import feature_tensors, select_features
 from .mmgcn import bipartite_mean_adjacency
 
@@ -80,6 +92,7 @@ class DualGNNConfig:
     user_aggr_mode: str = "softmax"  # weights over the k slots: softmax of counts, or 'mean'
     reg_weight: float = 0.1
     upstream_inplace_sum: bool = True  # see the module docstring
+    score_from_last_batch: bool = True  # MMRec scores with the last training batch's representation
     modalities: tuple[str, ...] = ()  # a subset of the dataset's modalities (empty = all)
 
     def __post_init__(self) -> None:
@@ -219,7 +232,11 @@ class ModalityGCN(nn.Module):
     def forward(self, features: torch.Tensor, adjacency: torch.Tensor, n_layers: int) -> torch.Tensor:
         content = self.output(F.leaky_relu(self.hidden(features)))
         x = F.normalize(torch.cat([self.preference, content]))
-        return torch.stack(graph.propagate(adjacency, x, n_layers)).sum(dim=0)
+        total, layer = x, x
+        for _ in range(n_layers):
+            layer = graph.spmm(adjacency, layer)
+            total = total + layer
+        return total
 
 
 class DualGNN(Recommender):
@@ -257,6 +274,7 @@ class DualGNN(Recommender):
         self.gcn = nn.ModuleDict({m: ModalityGCN(n_users, t.shape[1], d) for m, t in features.items()})
         self.user_modality_weight = nn.Parameter(self._softmax_init(n_users, n_modalities))
         self.item_modality_weight = nn.Parameter(self._softmax_init(n_items, n_modalities))
+        self._last_batch: Embeddings | None = None
 
     @staticmethod
     def _softmax_init(n_rows: int, n_modalities: int) -> torch.Tensor:
@@ -278,39 +296,50 @@ class DualGNN(Recommender):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.user_user = self.sample_user_graph()
+        self._last_batch = None
 
-    def forward(self) -> Embeddings:
+    def embeddings(self) -> Embeddings:
+        """User and item representations from the current parameters and co-occurrence sample."""
         if self.user_user is None or self.user_user.device != self.neighbour_index.device:
             self.user_user = self.sample_user_graph()  # before any on_epoch_start(), or moved
         reps = [
             self.gcn[m](getattr(self, f"features_{m}"), self.adjacency, self.config.n_layers)
             for m in self.modalities
         ]
-        total = torch.stack(reps).sum(dim=0)
+        total = reps[0] if len(reps) == 1 else torch.stack(reps).sum(dim=0)
         if self.config.upstream_inplace_sum:
             reps[0] = total  # upstream's `representation += t_rep` also rewrites the first one
         if len(reps) == 1:
             users = reps[0][: self.n_users]
-        else:
-            per_modality = torch.stack([r[: self.n_users] for r in reps], dim=2)  # (n_users, d, M)
-            users = torch.matmul(per_modality, self.user_modality_weight).squeeze(2)
+        else:  # upstream: a (d x M) @ (M x 1) product per user
+            weights = self.user_modality_weight
+            users = sum(weights[:, m] * r[: self.n_users] for m, r in enumerate(reps))
         users = users + graph.spmm(self.user_user, users)
         return Embeddings(users, total[self.n_users:])
 
+    def forward(self) -> Embeddings:
+        if not self.training and self.config.score_from_last_batch and self._last_batch is not None:
+            return self._last_batch  # what MMRec's full_sort_predict scores with
+        return self.embeddings()
+
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
-        emb = self.forward()
-        u = emb.users[users]
+        emb = self.embeddings()
+        if self.config.score_from_last_batch:
+            self._last_batch = Embeddings(emb.users.detach(), emb.items.detach())
+        u = emb.users.index_select(0, users)
         # upstream takes log2 of the sigmoid: the natural-log BPR loss divided by ln 2
-        total = bpr_loss(u, emb.items[pos_items], emb.items[neg_items]) / LN2
-        reg = sum(self.gcn[m].preference[users].pow(2).mean() for m in self.modalities)
+        total = bpr_loss(u, emb.items.index_select(0, pos_items), emb.items.index_select(0, neg_items)) / LN2
+        reg = sum(batch_mean_square(self.gcn[m].preference, users) for m in self.modalities)
         reg = reg + self.user_modality_weight.pow(2).mean() + self.item_modality_weight.pow(2).mean()
         return total + self.config.reg_weight * reg
 
 
 def propagation_matrix(interactions: sp.spmatrix, aggr_mode: str) -> sp.csr_matrix:
-    """'add': ``D^-1/2 A D^-1/2``; 'mean': ``D^-1 A`` (PyG's sum / mean aggregation upstream)."""
+    """'add': ``D^-1/2 A D^-1/2`` with upstream's plain degrees (no epsilon; isolated nodes have
+    no edges); 'mean': ``D^-1 A`` (PyG's sum / mean aggregation upstream)."""
     if aggr_mode == "add":
-        return graph.normalized_adjacency(interactions)
+        adjacency = graph.bipartite_adjacency(interactions)
+        return graph.scale_symmetric(adjacency, np.asarray(adjacency.sum(axis=1), dtype=np.float64).ravel())
     return bipartite_mean_adjacency(interactions)
 
 
@@ -332,8 +361,6 @@ MMREC_DEFAULTS = {
     "embedding_dim": 64, "n_layers": 2, "aggr_mode": "add", "user_graph_k": 40,
     "user_aggr_mode": "softmax", "reg_weight": 0.1,
 }
-#: Searched by MMRec alongside aggr_mode and reg_weight, but a training setting.
-TRAIN_SEARCH_GRID = {"learning_rate": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
 
 SPEC = ModelSpec(
     name="dualgnn",
@@ -343,5 +370,25 @@ SPEC = ModelSpec(
     multimodal=True,
     presets={"mmrec-default": {"*": MMREC_DEFAULTS}},
     default_preset="mmrec-default",
-    tuning_grid={"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]},
+    tuning_grid={
+        "aggr_mode": ["add"],
+        "learning_rate": [0.1, 0.01, 0.001, 0.0001, 0.00001],
+        "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001],
+    },
+    reduced_grid={"learning_rate": [0.1, 0.01, 0.001], "reg_weight": [0.1, 0.001, 0.00001]},
+    reference="MMRec src/models/dualgnn.py + src/configs/model/DualGNN.yaml",
+    deviations={
+        "upstream_inplace_sum": "MMRec's in-place `representation += t_rep` makes the user weighting "
+                                "combine w_image (R_image + R_text) + w_text R_text (True); False "
+                                "weights R_image and R_text as the paper does",
+        "score_from_last_batch": "MMRec scores validation/test users with the representation of the "
+                                 "epoch's last training batch, one optimiser step old (True); False "
+                                 "recomputes it from the current parameters",
+        "n_layers": "MMRec ignores its yaml's n_layers and always propagates twice (2); other values "
+                    "change the number of steps",
+        "user_graph_k": "hard-coded 40 in MMRec; other values keep that many co-occurring users",
+        "user_aggr_mode": "hard-coded 'softmax' in MMRec; 'mean' weighs the k slots 1/k each",
+        "modalities": "MMRec uses every modality (its weighting assumes image and text; empty = all); "
+                      "a subset runs the model on those modalities",
+    },
 )

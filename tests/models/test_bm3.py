@@ -1,11 +1,14 @@
 """BM3: bootstrapped targets, predictor scores, no negatives, MMRec's EmbLoss."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
+from lgmrec.models.bm3 import row_dropout
 
 from .mm_baseline_checks import (
     check_shapes,
@@ -45,10 +48,35 @@ def upstream_loss_without_dropout(model, data, users, items) -> torch.Tensor:
 
 @pytest.mark.parametrize("n_layers", [1, 2])
 def test_loss_equals_upstream_without_dropout(tiny_data, n_layers):
-    model = make_model("bm3", tiny_data, dropout=0.0, n_layers=n_layers)
+    model = make_model("bm3", tiny_data, dropout=0.0, n_layers=n_layers, reg_weight=0.5)
     users, pos, neg = training_batch(tiny_data)
+    users, pos = torch.cat([users, users[:8], users[:4]]), torch.cat([pos, pos[40:48], pos[:4]])  # repeats
+    neg = torch.zeros_like(users)
     expected = upstream_loss_without_dropout(model, tiny_data, users, pos)
-    torch.testing.assert_close(model.loss(users, pos, neg), expected)
+    torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_repeated_row_has_one_dropout_mask(tiny_data):
+    # upstream drops out whole tables, then picks the batch's rows: a pair repeated k times
+    # contributes k identical rows, so the loss equals that of the pair alone (same draws)
+    model = make_model("bm3", tiny_data, dropout=0.5)
+    users, pos, neg = training_batch(tiny_data, size=1)
+    torch.manual_seed(5)
+    once = model.loss(users, pos, neg)
+    torch.manual_seed(5)
+    repeated = model.loss(users.repeat(50), pos.repeat(50), neg.repeat(50))
+    torch.testing.assert_close(repeated, once)
+    torch.manual_seed(6)
+    assert not torch.allclose(model.loss(users, pos, neg), once)  # the masks are random
+
+
+def test_row_dropout_is_inverted_dropout():
+    torch.manual_seed(0)
+    out = row_dropout(torch.ones(400, 500), 0.3)
+    values = torch.unique(out)
+    assert len(values) == 2 and values[0] == 0 and values[1] == pytest.approx(1 / 0.7)
+    assert abs(float((out == 0).float().mean()) - 0.3) < 0.01
+    assert row_dropout(torch.ones(3, 4), 0.0).equal(torch.ones(3, 4))
 
 
 def test_shapes_gradients_and_negatives_are_ignored(tiny_data):
@@ -93,6 +121,13 @@ def test_presets_and_validation():
     assert resolve_model_config(spec, "baby").reg_weight == 0.1
     assert resolve_model_config(spec, "clothing").reg_weight == 0.1
     assert spec.tuning_grid == {"n_layers": [1, 2], "reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]}
+    assert spec.reduced_grid == {"reg_weight": [0.1, 0.01], "dropout": [0.3, 0.5]}
+    assert spec.train_defaults == {} and spec.reference.startswith("MMRec src/models/bm3.py")
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(spec.config_class)}
+    for family in ("baby", "sports", "clothing"):  # presets and defaults are grid points
+        config = resolve_model_config(spec, family)
+        assert all(getattr(config, name) in values for name, values in spec.tuning_grid.items())
+    assert all(getattr(spec.config_class(), name) in values for name, values in spec.tuning_grid.items())
     with pytest.raises(ConfigError, match="BM3"):
         resolve_model_config(spec, "baby", overrides={"dropout": 1.0})
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lgmrec import cache
 from lgmrec.errors import ConfigError
 from lgmrec.models import dualgnn, get_model_spec, resolve_model_config
+from lgmrec.resolve import resolve_run
 from lgmrec.models.dualgnn import (
     cached_user_graph,
     fill_slots,
@@ -120,7 +121,8 @@ def dense_embeddings(model, data):
     n_u = data.n_users
     n_i = R.shape[1]
     A = torch.cat([torch.cat([torch.zeros(n_u, n_u), R], 1), torch.cat([R.T, torch.zeros(n_i, n_i)], 1)])
-    d = (A.sum(1) + 1e-7).pow(-0.5)
+    degree = A.sum(1)
+    d = torch.where(degree > 0, degree.pow(-0.5), torch.zeros_like(degree))  # PyG: no epsilon
     A = d[:, None] * A * d[None, :]
     reps = []
     for m in model.modalities:
@@ -158,15 +160,41 @@ def test_shapes_and_every_parameter_trains(tiny_data):
     } and not missed
 
 
-def test_loss_is_base_2_bpr_plus_regulariser(tiny_data):
+def test_loss_matches_upstream_formula(tiny_data):
+    """MMRec's calculate_loss from the math, on the dense forward pass: base-2 BPR, means of
+    squares of the batch users' preferences, of the whole user and item weight tables."""
     model = make_model("dualgnn", tiny_data, reg_weight=0.5)
     users, pos, neg = training_batch(tiny_data)
-    emb = model()
-    u, p, n = emb.users[users], emb.items[pos], emb.items[neg]
-    bpr = -torch.log2(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))).mean()
-    reg = sum(model.gcn[m].preference[users].pow(2).mean() for m in ("image", "text"))
-    reg = reg + model.user_modality_weight.pow(2).mean() + model.item_modality_weight.pow(2).mean()
-    torch.testing.assert_close(model.loss(users, pos, neg), bpr + 0.5 * reg)
+    users, pos, neg = torch.cat([users, users[:8]]), torch.cat([pos, pos[:8]]), torch.cat([neg, neg[:8]])
+    with torch.no_grad():
+        model.on_epoch_start(1)
+        emb_users, emb_items = dense_embeddings(model, tiny_data)
+        u, p, n = emb_users[users], emb_items[pos], emb_items[neg]
+        bpr = -torch.mean(torch.log2(torch.sigmoid((u * p).sum(1) - (u * n).sum(1))))
+        reg = (model.gcn["image"].preference[users] ** 2).mean() + (model.gcn["text"].preference[users] ** 2).mean()
+        reg = reg + (model.user_modality_weight ** 2).mean() + (model.item_modality_weight ** 2).mean()
+        expected = bpr + 0.5 * reg
+        torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
+        assert 0.5 * reg > 1e-3 * expected
+
+
+def test_scores_use_the_last_training_batch_as_upstream(tiny_data):
+    for cached in (True, False):
+        model = make_model("dualgnn", tiny_data, score_from_last_batch=cached)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        users, pos, neg = training_batch(tiny_data)
+        model.train()
+        model.on_epoch_start(1)
+        loss = model.loss(users, pos, neg)
+        with torch.no_grad():
+            before_step = torch.cat(model.embeddings())
+        loss.backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            expected = before_step if cached else torch.cat(model.embeddings())
+            torch.testing.assert_close(torch.cat(model()), expected)
+            assert not torch.allclose(before_step, torch.cat(model.embeddings()), atol=1e-4)
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])
@@ -187,8 +215,19 @@ def test_spec_and_validation():
     assert spec.label == "DualGNN" and spec.multimodal
     config = resolve_model_config(spec, "baby")
     assert dataclasses.astuple(config)[:6] == (64, 2, "add", 40, "softmax", 0.1)
-    assert config.upstream_inplace_sum
-    assert spec.tuning_grid == {"aggr_mode": ["add"], "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
+    assert config.upstream_inplace_sum and config.score_from_last_batch
+    assert spec.tuning_grid == {
+        "aggr_mode": ["add"],
+        "learning_rate": [0.1, 0.01, 0.001, 0.0001, 0.00001],
+        "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001],
+    }
+    assert spec.reduced_grid == {"learning_rate": [0.1, 0.01, 0.001], "reg_weight": [0.1, 0.001, 0.00001]}
+    assert spec.train_defaults == {} and spec.reference.startswith("MMRec src/models/dualgnn.py")
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(config)}
+    train = resolve_run("dualgnn", "baby").train_config
+    for grid in (spec.tuning_grid, spec.reduced_grid):  # the defaults are a point of both grids
+        assert config.reg_weight in grid["reg_weight"] and train.learning_rate in grid["learning_rate"]
+    assert config.aggr_mode in spec.tuning_grid["aggr_mode"]
     for bad in ({"aggr_mode": "max"}, {"user_graph_k": 0}, {"user_aggr_mode": "sum"}, {"reg_weight": -1.0}):
         with pytest.raises(ConfigError, match="DualGNN"):
             resolve_model_config(spec, "baby", overrides=bad)

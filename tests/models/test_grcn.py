@@ -1,12 +1,17 @@
 """GRCN: per-modality edge attention, confidence-refined ID propagation, against dense algebra."""
 
+import dataclasses
+
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
-from lgmrec.models.grcn import segment_softmax
+from lgmrec.models.grcn import EdgePattern, edge_product, edge_scores, interaction_pattern, segment_softmax
+from lgmrec.resolve import resolve_run
 
 from .mm_baseline_checks import (
     check_shapes,
@@ -82,28 +87,78 @@ def test_upstream_routing_is_a_no_op_and_the_fix_routes_to_users(tiny_data):
 
 def test_segment_softmax_sums_to_one_per_group():
     groups = torch.tensor([0, 2, 0, 2, 2, 3])
-    logits = torch.tensor([1.0, -2.0, 3.0, 0.5, 40.0, 7.0])
+    logits = torch.tensor([1.0, -2.0, 3.0, 0.5, 0.9, 0.7])
     weights = segment_softmax(logits, groups, 5)
     sums = torch.zeros(5).index_add(0, groups, weights)
     torch.testing.assert_close(sums, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]))
     torch.testing.assert_close(weights[[0, 2]], torch.softmax(logits[[0, 2]], 0))
 
 
-def test_loss_is_bpr_plus_upstream_regulariser(tiny_data):
+def test_loss_matches_upstream_formula(tiny_data):
+    """MMRec's calculate_loss re-derived from the math on the dense representation: pairs laid
+    out as (u, p), (u, n) rows, means of squares over rows x dimensions, the image term twice."""
     model = make_model("grcn", tiny_data, reg_weight=0.5)
     users, pos, neg = training_batch(tiny_data)
-    emb = model()
-    u, p, n = emb.users[users], emb.items[pos], emb.items[neg]
-    bpr = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
-    ids = model.id_embedding
-    items = torch.cat([pos, neg]) + tiny_data.n_users
-    reg = (
-        ids[users].pow(2).mean() + ids[items].pow(2).mean()
-        + model.attention["image"].preference[users].pow(2).mean()
-        + model.attention["text"].preference[users].pow(2).mean()
-        + model.attention["image"].preference.pow(2).mean()
-    )
-    torch.testing.assert_close(model.loss(users, pos, neg), bpr + 0.5 * reg)
+    users, pos, neg = torch.cat([users, users[:8]]), torch.cat([pos, pos[:8]]), torch.cat([neg, neg[:8]])
+    with torch.no_grad():
+        rep = dense_representation(model, tiny_data)
+        n_u = tiny_data.n_users
+        user_rows = users.repeat_interleave(2)  # u1 u1 u2 u2 ...
+        item_rows = torch.stack([pos, neg], dim=1).reshape(-1) + n_u  # p1 n1 p2 n2 ...
+        scores = (rep[user_rows] * rep[item_rows]).sum(1).view(-1, 2) @ torch.tensor([[1.0], [-1.0]])
+        bpr = -torch.log(torch.sigmoid(scores)).mean()
+        ids = model.id_embedding
+        image, text = model.attention["image"].preference, model.attention["text"].preference
+        reg = (ids[user_rows] ** 2 + ids[item_rows] ** 2).mean() + (image ** 2).mean()
+        reg = reg + (image[user_rows] ** 2).mean() + (text[user_rows] ** 2).mean()
+        expected = bpr + 0.5 * reg
+        torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
+        assert 0.5 * reg > 1e-3 * expected  # the regulariser is large enough to be checked
+
+
+def test_edge_products_have_exact_gradients():
+    """The sparse products with gradients through their values, against dense algebra and
+    finite differences (float64)."""
+    rng = np.random.default_rng(0)
+    pattern = sp.random(6, 5, density=0.5, format="csr", random_state=1)
+    pattern.data[:] = 1.0
+    pattern.sort_indices()
+    buffers = interaction_pattern(pattern)
+    edges = EdgePattern(buffers["crow"], buffers["col"], (6, 5), buffers["crow_t"], buffers["col_t"],
+                        buffers["perm"], buffers["perm_t"])
+    dense = lambda values, p: torch.zeros(p.shape, dtype=values.dtype).index_put(
+        (torch.from_numpy(p.tocoo().row).long(), torch.from_numpy(p.tocoo().col).long()), values)
+    a = torch.tensor(rng.normal(size=(6, 3)), requires_grad=True)
+    b = torch.tensor(rng.normal(size=(5, 3)), requires_grad=True)
+    values = torch.tensor(rng.normal(size=pattern.nnz), requires_grad=True)
+    coo = pattern.tocoo()  # scipy's CSR -> COO keeps the CSR order
+    torch.testing.assert_close(edge_scores(a, b, edges), (a[coo.row] * b[coo.col]).sum(1))
+    torch.testing.assert_close(edge_product(values, b, edges), dense(values, pattern) @ b)
+    transposed_values = values[edges.perm]
+    torch.testing.assert_close(edge_product(transposed_values, a, edges.T), dense(values, pattern).T @ a)
+    assert torch.autograd.gradcheck(lambda x, y: edge_scores(x, y, edges), (a, b))
+    assert torch.autograd.gradcheck(lambda v, y: edge_product(v, y, edges), (values, b))
+    assert torch.autograd.gradcheck(lambda v, x: edge_product(v[edges.perm], x, edges.T), (values, a))
+
+
+def test_scores_use_the_last_training_batch_as_upstream(tiny_data):
+    for cached in (True, False):
+        model = make_model("grcn", tiny_data, score_from_last_batch=cached)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        users, pos, neg = training_batch(tiny_data)
+        model.train()
+        model.on_epoch_start(1)
+        loss = model.loss(users, pos, neg)
+        with torch.no_grad():
+            before_step = model.representation()
+        loss.backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            scored = torch.cat(model())
+            expected = before_step if cached else model.representation()
+            torch.testing.assert_close(scored, expected)
+            assert not torch.allclose(before_step, model.representation(), atol=1e-4)
 
 
 @pytest.mark.parametrize("modality", ["image", "text"])
@@ -121,8 +176,17 @@ def test_spec_and_validation():
     assert spec.label == "GRCN" and spec.multimodal
     config = resolve_model_config(spec, "clothing")
     assert (config.embedding_dim, config.latent_dim, config.n_routing, config.reg_weight) == (64, 64, 3, 1e-5)
-    assert not config.route_to_users
-    assert spec.tuning_grid == {"reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001]}
+    assert not config.route_to_users and config.score_from_last_batch
+    assert spec.tuning_grid == {
+        "reg_weight": [0.1, 0.01, 0.001, 0.0001, 0.00001],
+        "learning_rate": [1.0, 0.1, 0.01, 0.001, 0.0001],
+    }
+    assert spec.reduced_grid == {"reg_weight": [0.1, 0.001, 0.00001], "learning_rate": [0.1, 0.01, 0.001]}
+    assert spec.train_defaults == {} and spec.reference.startswith("MMRec src/models/grcn.py")
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(config)}
+    train = resolve_run("grcn", "baby").train_config
+    for grid in (spec.tuning_grid, spec.reduced_grid):  # the defaults are a point of both grids
+        assert config.reg_weight in grid["reg_weight"] and train.learning_rate in grid["learning_rate"]
     for bad in ({"latent_dim": 0}, {"n_routing": -1}, {"reg_weight": -1.0}):
         with pytest.raises(ConfigError, match="GRCN"):
             resolve_model_config(spec, "baby", overrides=bad)

@@ -1,6 +1,7 @@
-"""SLMRec: LightGCN per modality, concatenation fusion, InfoNCE + FAC, weight decay in the loss."""
+"""SLMRec: LightGCN per modality, concatenation fusion, InfoNCE + FAC, Adam's weight decay."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import torch.nn.functional as F
 
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
-from lgmrec.models.slmrec import fac_levels
+from lgmrec.models.slmrec import Distinct, fac_levels, info_nce
+from lgmrec.resolve import resolve_run
 
 from .mm_baseline_checks import (
     check_shapes,
@@ -37,11 +39,10 @@ def test_shapes_and_every_parameter_trains(tiny_data):
     assert reached == ALL_PARAMETERS and not missed
 
 
-def test_without_weight_decay_only_the_head_biases_get_no_gradient(tiny_data):
+def test_only_the_head_biases_get_no_gradient(tiny_data):
     # a head's bias adds the same amount to every logit of an anchor's row, which the softmax
-    # cancels: its gradient is zero up to rounding; only the weight decay term (upstream: Adam's)
-    # moves it
-    model = make_model("slmrec", tiny_data, weight_decay=0.0)
+    # cancels: its gradient is zero up to rounding; only Adam's weight decay moves it (as upstream)
+    model = make_model("slmrec", tiny_data)
     users, pos, neg = training_batch(tiny_data)
     model.loss(users, pos, neg).backward()
     sizes = {name: float(p.grad.abs().max()) for name, p in model.named_parameters()}
@@ -80,36 +81,70 @@ def test_forward_equals_dense_rederivation(tiny_data):
     torch.testing.assert_close(emb.items, items, rtol=1e-4, atol=1e-5)
 
 
-def test_loss_is_infonce_plus_fac_plus_weight_decay(tiny_data):
-    model = make_model("slmrec", tiny_data, ssl_alpha=0.7, ssl_temp=0.5, weight_decay=1e-3)
+def test_loss_matches_upstream_formula(tiny_data):
+    """MMRec's calculate_loss from the math: B x B in-batch cross-entropies over the batch's rows
+    (repeated users and items included), on the dense re-derivation of the graph outputs."""
+    model = make_model("slmrec", tiny_data, ssl_alpha=0.7, ssl_temp=0.5)
     users, pos, neg = training_batch(tiny_data)
+    users, pos, neg = torch.cat([users, users[:16]]), torch.cat([pos, pos[:16]]), torch.cat([neg, neg[:16]])
+    assert len(torch.unique(users)) < len(users) and len(torch.unique(pos)) < len(pos)
     with torch.no_grad():
         outputs = dense_outputs(model, tiny_data)
-        emb = model()
+        fused_users = model.user_fusion(torch.cat([outputs[k][0] for k in ("id", "image", "text")], 1))
+        fused_items = model.item_fusion(torch.cat([outputs[k][1] for k in ("id", "image", "text")], 1))
         labels = torch.arange(len(users))
-        u, p = F.normalize(emb.users[users], dim=1), F.normalize(emb.items[pos], dim=1)
+        u, p = F.normalize(fused_users[users], dim=1), F.normalize(fused_items[pos], dim=1)
         main = F.cross_entropy(u @ p.T / 0.2, labels)
         chain, heads = model.fac_chain, model.fac_heads
         z1 = chain[0](outputs["id"][1][pos])
         z3 = chain[2](chain[1](z1))  # level 2 (audio upstream) only passes through
         fac = F.cross_entropy(z1 @ heads["image"](outputs["image"][1][pos]).T / 0.5, labels)
         fac = fac + F.cross_entropy(z3 @ heads["text"](outputs["text"][1][pos]).T / 0.5, labels)
-        decay = 0.5 * 1e-3 * sum(t.pow(2).sum() for t in model.parameters())
-        expected = main + 0.7 * fac + decay
-        torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-4, atol=1e-5)
+        expected = main + 0.7 * fac
+        torch.testing.assert_close(model.loss(users, pos, neg), expected, rtol=1e-5, atol=1e-6)
     assert z3.shape[1] == 32  # the coarsest level is d / 2 wide
 
 
-def test_weight_decay_term_adds_exactly_wd_times_theta_to_the_gradient(tiny_data):
-    users, pos, neg = training_batch(tiny_data)
-    grads = {}
-    for wd in (0.0, 0.01):
-        model = make_model("slmrec", tiny_data, weight_decay=wd)
-        model.loss(users, pos, neg).backward()
-        grads[wd] = {n: p.grad.clone() for n, p in model.named_parameters()}
-    for name, p in model.named_parameters():
-        expected = grads[0.0][name] + 0.01 * p.detach()
-        torch.testing.assert_close(grads[0.01][name], expected, rtol=1e-4, atol=1e-7)
+def test_info_nce_on_distinct_rows_equals_the_batch_cross_entropy():
+    torch.manual_seed(0)
+    users = torch.tensor([3, 1, 3, 0, 1, 3, 2])
+    items = torch.tensor([5, 5, 2, 7, 2, 5, 0])
+    user_table = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    item_table = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+    a, p = Distinct(users), Distinct(items)
+    fast = info_nce(user_table[a.values], a, item_table[p.values], p, 0.3)
+    plain = F.cross_entropy(user_table[users] @ item_table[items].T / 0.3, torch.arange(len(users)))
+    torch.testing.assert_close(fast, plain)
+    fast_grads = torch.autograd.grad(fast, (user_table, item_table))
+    plain_grads = torch.autograd.grad(plain, (user_table, item_table))
+    for got, want in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_training_uses_the_yaml_weight_decay_in_adam():
+    spec = get_model_spec("slmrec")
+    assert spec.train_defaults == {"weight_decay": 1e-4}
+    assert resolve_run("slmrec", "baby").train_config.weight_decay == 1e-4
+    assert resolve_run("slmrec", "baby", {"weight_decay": 0.0}).train_config.weight_decay == 0.0
+
+
+def test_scores_are_sigmoids_of_the_last_training_batch(tiny_data):
+    for cached in (True, False):
+        model = make_model("slmrec", tiny_data, score_from_last_batch=cached)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        users, pos, neg = training_batch(tiny_data)
+        model.train()
+        model.on_epoch_start(1)
+        loss = model.loss(users, pos, neg)
+        with torch.no_grad():
+            before_step = model()
+        loss.backward()
+        optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            expected = before_step if cached else model._embeddings(model.graph_outputs())
+            scores = model.score(torch.arange(5), model())
+            torch.testing.assert_close(scores, torch.sigmoid(expected.users[:5] @ expected.items.T))
 
 
 def test_fac_levels():
@@ -148,9 +183,22 @@ def test_spec_and_validation():
     assert spec.label == "SLMRec" and spec.multimodal
     config = resolve_model_config(spec, "baby")
     assert (config.embedding_dim, config.n_layers, config.temperature) == (64, 3, 0.2)
-    assert (config.ssl_temp, config.ssl_alpha, config.weight_decay) == (0.2, 0.1, 1e-4)
-    assert config.fusion == "concat"
-    assert spec.tuning_grid == {"ssl_temp": [0.1, 0.2, 0.5, 1.0], "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0]}
+    assert (config.ssl_temp, config.ssl_alpha, config.reg) == (0.2, 0.1, 1e-4)
+    assert config.fusion == "concat" and config.score_from_last_batch
+    assert spec.tuning_grid == {
+        "learning_rate": [0.0001, 0.001, 0.01, 0.1],
+        "ssl_temp": [0.1, 0.2, 0.5, 1.0],
+        "ssl_alpha": [0.01, 0.05, 0.1, 0.5, 1.0],
+        "reg": [0.0001, 0.001, 0.01, 0.1],
+    }
+    assert len(list(itertools.product(*spec.tuning_grid.values()))) == 320
+    assert spec.reduced_grid == {"learning_rate": [0.001, 0.01, 0.1], "ssl_alpha": [0.01, 0.1, 1.0]}
+    assert spec.reference.startswith("MMRec src/models/slmrec.py")
+    assert set(spec.deviations) <= {f.name for f in dataclasses.fields(config)}
+    train = resolve_run("slmrec", "baby").train_config
+    for name, values in spec.tuning_grid.items():  # the defaults are a point of both grids
+        default = getattr(train if name == "learning_rate" else config, name)
+        assert default in values and default in spec.reduced_grid.get(name, [default])
     too_many = ("a", "b", "c", "d")
     for bad in ({"ssl_temp": 0.0}, {"fusion": "sum"}, {"embedding_dim": 63}, {"modalities": too_many}):
         with pytest.raises(ConfigError, match="SLMRec"):
