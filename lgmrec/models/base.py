@@ -67,3 +67,16 @@ def xavier_embedding(n_rows: int, dim: int, init: str = "uniform") -> nn.Paramet
     """A Xavier-initialised trainable table (``uniform``, as most MMRec models, or ``normal``)."""
     initialise = nn.init.xavier_normal_ if init == "normal" else nn.init.xavier_uniform_
     return nn.Parameter(initialise(torch.empty(n_rows, dim)))
+
+
+class Distinct:
+    """A batch's ids as their distinct values, each batch row's position among them, and counts."""
+
+    def __init__(self, ids: torch.Tensor):
+        self.values, self.inverse, self.counts = torch.unique(ids, return_inverse=True, return_counts=True)
+
+
+def batch_mean_square(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``table[rows].pow(2).mean()`` without gathering: row counts times squared row norms."""
+    counts = torch.bincount(rows, minlength=table.shape[0]).to(table.dtype)
+    return counts @ table.pow(2).sum(dim=1) / (len(rows) * table.shape[1])

@@ -59,10 +59,9 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, emb_loss, xavier_embedding
+from .base import Distinct, Embeddings, Recommender, emb_loss, xavier_embedding
 from .knn import FeatureTables, feature_tensors, select_features
 from .lightgcn import lightgcn_embeddings
-from .slmrec import Distinct
 
 
 @dataclass

@@ -73,8 +73,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss
-from .grcn import batch_mean_square
+from .base import Embeddings, Recommender, batch_mean_square, bpr_loss
 from .knn import feature_tensors, select_features
 from .mmgcn import bipartite_mean_adjacency
 

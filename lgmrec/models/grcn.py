@@ -70,7 +70,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss
+from .base import Embeddings, Recommender, batch_mean_square, bpr_loss
 from .knn import feature_tensors, select_features
 
 
@@ -181,12 +181,6 @@ def segment_softmax(logits: torch.Tensor, groups: torch.Tensor, n_groups: int) -
     exp = logits.exp()
     total = torch.zeros(n_groups, dtype=exp.dtype, device=exp.device).index_add(0, groups, exp)
     return exp / total.index_select(0, groups)
-
-
-def batch_mean_square(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``table[rows].pow(2).mean()`` without gathering: row counts times squared row norms."""
-    counts = torch.bincount(rows, minlength=table.shape[0]).to(table.dtype)
-    return counts @ table.pow(2).sum(dim=1) / (len(rows) * table.shape[1])
 
 
 # --------------------------------------------------------------------------- model

@@ -74,7 +74,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender
+from .base import Distinct, Embeddings, Recommender
 from .knn import feature_tensors, select_features
 from .lightgcn import lightgcn_embeddings
 
@@ -120,13 +120,6 @@ def fac_levels(modalities: list[str]) -> dict[int, str]:
     if len(modalities) == 2:
         return {0: modalities[0], 2: modalities[1]}
     return dict(enumerate(modalities))
-
-
-class Distinct:
-    """A batch's ids as their distinct values, each batch row's position among them, and counts."""
-
-    def __init__(self, ids: torch.Tensor):
-        self.values, self.inverse, self.counts = torch.unique(ids, return_inverse=True, return_counts=True)
 
 
 def info_nce(anchors: torch.Tensor, a: Distinct, positives: torch.Tensor, p: Distinct, temperature: float):

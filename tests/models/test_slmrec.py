@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from lgmrec.errors import ConfigError
 from lgmrec.models import get_model_spec, resolve_model_config
-from lgmrec.models.slmrec import Distinct, fac_levels, info_nce
+from lgmrec.models.base import Distinct
+from lgmrec.models.slmrec import fac_levels, info_nce
 from lgmrec.resolve import resolve_run
 
 from .mm_baseline_checks import (
