@@ -202,10 +202,8 @@ PROFILES: dict[str, Profile] = {
         models=("bpr", "lightgcn", "lgmrec"),
         tuning="reduced",
         ablation_datasets=("smoke-baby",),
-        ablation_seeds=(999,),
         sensitivity={"alpha": (0.0, 0.6), "hyper_num": (2, 8)},
         sensitivity_datasets=("smoke-baby",),
-        sensitivity_seeds=(999,),
         synthetic_presets=SMOKE_PRESETS,
     ),
 }

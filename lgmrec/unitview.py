@@ -46,17 +46,22 @@ def learning_curves(records: list[dict], metric: str = "recall@20"):
     return figure
 
 
-def config_table(records: list[dict]) -> pd.DataFrame:
-    """The distinct resolved configurations of the runs: one column per configuration (its
-    variant), one row per model hyperparameter or training setting that is set."""
-    columns = {}
+def config_tables(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The resolved configurations of the runs as two narrow tables: the settings they share
+    (setting, value) and, one row per distinct configuration (its variant), those that differ."""
+    rows = {}
     for record in records:
         config = record.get("config") or {}
-        values = {**{f"model: {k}": v for k, v in (config.get("model_params") or {}).items()},
-                  **{f"train: {k}": v for k, v in (config.get("train") or {}).items()},
-                  "preset": config.get("preset"), "config hash": record.get("config_hash", "")[:12]}
-        columns.setdefault(record.get("variant") or record["model"], {k: str(v) for k, v in values.items()})
-    return pd.DataFrame(columns)
+        values = {**{k: v for k, v in (config.get("model_params") or {}).items()},
+                  **{f"train.{k}": v for k, v in (config.get("train") or {}).items()},
+                  "preset": config.get("preset"), "config hash": (record.get("config_hash") or "")[:12]}
+        rows.setdefault(record.get("variant") or record["model"], {k: str(v) for k, v in values.items()})
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if table.empty:
+        return table, table
+    differ = [c for c in table.columns if table[c].nunique() > 1 or c == "config hash"]
+    shared = table.drop(columns=differ).iloc[0].rename("value").rename_axis("setting").to_frame()
+    return shared, table[differ].rename_axis("variant")
 
 
-__all__ = ["config_table", "learning_curves", "runs_table"]
+__all__ = ["config_tables", "learning_curves", "runs_table"]

@@ -56,14 +56,14 @@ def test_check_passes_on_its_own_values_and_fails_when_they_move(smoke_results, 
     capsys.readouterr()
     assert main(["check", "--profile", "smoke", "--results", root, "--expected", str(expected)]) == 0
     assert "12 of 12 within tolerance" in capsys.readouterr().out
-    written.loc[0, "expected"] += 0.05  # far outside abs 0.003 / rel 3 %
+    written.loc[0, "expected"] *= 1.05  # outside the relative 2 %
     written.to_csv(expected, index=False)
     assert main(["check", "--profile", "smoke", "--results", root, "--expected", str(expected)]) == 1
     out = capsys.readouterr().out
     assert "MISS" in out and "1 MISSED" in out
     # a wider tolerance from the command line lets it pass
     assert main(["check", "--profile", "smoke", "--results", root, "--expected", str(expected),
-                 "--tolerance", "recall@20:abs=0.5", "--tolerance", "ndcg@20:abs=0.5"]) == 0
+                 "--tolerance", "recall@20:rel=0.1", "--tolerance", "ndcg@20:rel=0.1"]) == 0
 
 
 def test_committed_expected_values_cover_the_ci_profile():
@@ -75,3 +75,57 @@ def test_committed_expected_values_cover_the_ci_profile():
     assert set(expected["model"]) == set(ci.models)
     assert set(expected["metric"]) == {"recall@20", "ndcg@20"}
     assert (expected["expected"] > 0).all()
+
+
+def _committed_row(tmp_path, dataset: str, model: str):
+    """The committed ci expectations of one (dataset, model), with their tolerances, as a CSV."""
+    from lgmrec.check import expected_path
+
+    expected = read_expected(expected_path(PROFILES["ci"]))
+    rows = expected[(expected["dataset"] == dataset) & (expected["model"] == model)]
+    assert len(rows) == 2
+    path = tmp_path / "expected.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def _check_one(tmp_path, dataset: str, model: str) -> tuple[int, str]:
+    """Run ``model`` on ``dataset`` as the ci profile does (in this process), then the check."""
+    import dataclasses
+    import io
+    from contextlib import redirect_stdout
+
+    from lgmrec.results import ResultStore
+
+    from .conftest import grid
+
+    profile = dataclasses.replace(PROFILES["ci"], datasets=(dataset,), models=(model,))
+    store = ResultStore(tmp_path / "results")
+    assert grid(profile, store).failed == []
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(["check", "--profile", "ci", "--results", str(store.root),
+                     "--expected", str(_committed_row(tmp_path, dataset, model))])
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("model, break_it", [
+    ("bpr", "squared regulariser"),
+    ("lgmrec", "no modality graph embedding"),
+])
+def test_a_real_regression_falls_outside_the_committed_tolerances(tmp_path, monkeypatch, model, break_it):
+    import torch
+
+    import lgmrec.models.bpr as bpr
+    import lgmrec.models.lgmrec as lgmrec_module
+
+    dataset = "synth-baby-mini"
+    code, out = _check_one(tmp_path / "intact", dataset, model)
+    assert code == 0, out  # the model as committed reproduces its committed values
+    if break_it == "squared regulariser":
+        monkeypatch.setattr(bpr, "emb_loss", lambda *e: sum(x.pow(2).sum() for x in e) / e[-1].shape[0])
+    else:
+        monkeypatch.setattr(lgmrec_module.LGMRec, "modality_graph",
+                            lambda self, m: torch.zeros(self.n_users + self.n_items, self.config.embedding_dim))
+    code, out = _check_one(tmp_path / "broken", dataset, model)
+    assert code == 1 and "MISS" in out, out

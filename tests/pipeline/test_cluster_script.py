@@ -37,7 +37,7 @@ def test_sbatch_script_runs_the_grid_on_a_head_and_a_worker_node(smoke_results, 
     completed = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert completed.stdout.count(" node_") >= 2, completed.stdout[-2000:]  # `ray status`: head + worker
-    assert "4 runs in 2 units, 4 run now" in completed.stdout
+    assert "8 runs in 2 units, 8 run now" in completed.stdout
     ours = collect("smoke", "sensitivity", ResultStore(results))
     reference = collect("smoke", "sensitivity", smoke_results)
     key = ["variant", "seed"]

@@ -16,14 +16,14 @@ def test_collect_labels_runs_with_every_experiment_they_serve(smoke_results):
     table = collect("smoke", store=smoke_results)
     counts = table.groupby("experiment").size().to_dict()
     # overall: 3 models x 2 datasets x 2 seeds; tuning: 3 points x 2 tuned models x 2 datasets
-    assert counts == {"overall": 12, "tuning": 12, "ablation": 9, "sensitivity": 4}
-    full_in_ablation = table[(table.experiment == "ablation") & (table.variant == "LGMRec")]
+    assert counts == {"overall": 12, "tuning": 12, "ablation": 18, "sensitivity": 8}
+    full_in_ablation = table[(table.experiment == "ablation") & (table.variant == "LGMRec")].sort_values("seed")
     overall_lgmrec = table[(table.experiment == "overall") & (table.model == "lgmrec")
-                           & (table.dataset == "smoke-baby") & (table.seed == 999)]
-    assert full_in_ablation["path"].tolist() == overall_lgmrec["path"].tolist()  # one shared run
-    sens = table[table.experiment == "sensitivity"].set_index("variant")
+                           & (table.dataset == "smoke-baby")].sort_values("seed")
+    assert full_in_ablation["path"].tolist() == overall_lgmrec["path"].tolist()  # shared runs
+    sens = table[(table.experiment == "sensitivity") & (table.seed == 999)].set_index("variant")
     assert sens.loc["alpha=0.6", "model_params"]["alpha"] == 0.6 and sens.loc["alpha=0.6", "value"] == 0.6
-    ablation = table[table.experiment == "ablation"].set_index("variant")
+    ablation = table[(table.experiment == "ablation") & (table.seed == 1)].set_index("variant")
     assert ablation.loc["w/o GHE", "model_params"]["use_ghe"] is False
     assert ablation.loc["image only", "model_params"]["modalities"] == ["image"]
     progress = progress_table("smoke", store=smoke_results).set_index("experiment")

@@ -117,8 +117,8 @@ def test_grid_cli_runs_only_the_asked_experiment(tmp_path, capsys):
     assert main(["grid", "--profile", "smoke", "--only", "sensitivity", "--results", str(tmp_path),
                  "--executor", "inprocess", "--no-notebooks"]) == 0
     out = capsys.readouterr().out
-    assert "4 runs in 2 units, 4 run now" in out
-    assert len(list((tmp_path / "smoke").rglob("*-seed*.json"))) == 4
+    assert "8 runs in 2 units, 8 run now" in out
+    assert len(list((tmp_path / "smoke").rglob("*-seed*.json"))) == 8
 
 
 def test_tiny_profile_sanity(store):

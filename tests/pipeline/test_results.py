@@ -178,10 +178,10 @@ def test_killed_grid_process_keeps_finished_runs(tmp_path):
         finished = list(store.iter_records("smoke"))
         for record in finished:
             store.read_per_user(record)
-    assert 3 <= len(finished) < 9, "the kill should land mid-grid"
+    assert 3 <= len(finished) < 18, "the kill should land mid-grid"
     summary = grid("smoke", store, "ablation")
-    assert summary.skipped == len(finished) and summary.ran == 9 - len(finished)
-    assert len(store.load("smoke")) == 9
+    assert summary.skipped == len(finished) and summary.ran == 18 - len(finished)
+    assert len(store.load("smoke")) == 18
 
 
 def test_failed_runs_are_recorded_and_the_grid_goes_on(store, monkeypatch):
@@ -250,8 +250,8 @@ def test_same_config_and_seed_in_two_processes_gives_the_same_metrics(tiny_folde
 
 def test_loader_gives_one_row_per_run_with_metric_columns(smoke_results):
     table = smoke_results.load("smoke")
-    # overall 12 (tuning grids' seed-999 runs included), tuning 12, ablation 8 + sensitivity 4 of their own
-    assert len(table) == 12 + 12 - 4 + 8 + 4
+    # overall 12 (tuning grids' seed-999 runs included), tuning 12, ablation 16 + sensitivity 8 of their own
+    assert len(table) == 12 + 12 - 4 + 16 + 8
     for column in ("recall@20", "ndcg@20", "recall@10", "valid_recall@20", "n_parameters",
                    "train_seconds_per_epoch", "peak_memory_mb", "code_version", "data_kind"):
         assert column in table.columns, column
