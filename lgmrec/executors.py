@@ -98,7 +98,7 @@ def unit_job(profile: Profile, store: ResultStore, options: GridOptions, threads
 class Progress:
     """The driver's view: a bar over runs and one line per record that appears in the folder."""
 
-    def __init__(self, profile: Profile, store: ResultStore, total: int, show: bool):
+    def __init__(self, profile: Profile, store: ResultStore, total: int, done: int, show: bool):
         from tqdm import tqdm
 
         self.folder = store.root / profile.name
@@ -106,7 +106,7 @@ class Progress:
         self.ran = 0
         interactive = sys.stderr.isatty()
         # in a log (not a terminal) the bar redraws rarely; every finished run prints its own line
-        self.bar = tqdm(total=total, initial=min(len(self.seen), total), desc=f"grid {profile.name}", unit="run",
+        self.bar = tqdm(total=total, initial=min(done, total), desc=f"grid {profile.name}", unit="run",
                         disable=not show, file=sys.stderr, dynamic_ncols=True, smoothing=0.05,
                         mininterval=0.5 if interactive else 60)
         self.show = show
@@ -135,7 +135,7 @@ class Progress:
             if self.bar.n < self.bar.total:
                 self.bar.update()
             if self.show:
-                self.bar.write(run_line(record))
+                self.bar.write(f"[{self.bar.n}/{self.bar.total}] {run_line(record)}")
 
     def write(self, text: str) -> None:
         if self.show:
@@ -174,7 +174,7 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     before = finished_runs(profile, only, store=store)
     total = planned_run_count(profile, only)
     summary = GridSummary(profile.name, units=len(work), planned=total)
-    tracker = Progress(profile, store, total, progress)
+    tracker = Progress(profile, store, total, sum(before), progress)
     if removed:
         tracker.write(f"removed {removed} temporary file(s) left by an interrupted run")
     tracker.write(f"profile {profile.name}: {len(work)} units, {total} runs ({profile.description}); "

@@ -55,8 +55,8 @@ PRESETS: dict[str, SyntheticPreset] = {
     # the embedded default (``nox -s reproduce``): small enough for the whole protocol-faithful
     # experiment in 30 minutes on 2 CPU cores; see EMBEDDED_NOTE
     "synth-baby-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=800, n_items=400, mean_interactions=8.4),
-    "synth-sports-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=880, n_items=520, mean_interactions=8.5),
-    "synth-clothing-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=960, n_items=600, mean_interactions=7.2),
+    "synth-sports-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=800, n_items=420, mean_interactions=8.5),
+    "synth-clothing-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=800, n_items=470, mean_interactions=7.2),
 }
 
 
