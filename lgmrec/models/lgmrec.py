@@ -11,6 +11,25 @@ non-empty set of modalities. Every deviation from that code is a named option:
   evaluation and one forward pass per evaluation;
 - ablation switches ``use_cge``, ``use_mge``, ``use_ghe``, ``use_hcl``, ``cf_model="mf"`` and
   ``modalities`` (a subset of the dataset's, e.g. ``("image",)``). With one modality HCL is skipped.
+
+Speed. A training step is dominated by dense products (the (batch x all) similarity matrices of
+HCL and the projection of the 4096-d image table). The code computes the same values and
+gradients (to float rounding) with less work, and draws the same random numbers in the same order
+(Gumbel noise per modality, items then users; then the four dropout masks), so runs stay
+reproducible per seed:
+
+- one product ``X [W | V]`` per modality gives the item features and the hyperedge logits, so the
+  frozen table is read once forward and once backward (upstream: two products each way; the
+  backward of the 4-column ``X V`` alone was slower than the 68-column fused one), and one sparse
+  product ``R X [W | V]`` gives the users' side of both (feature sums times 1 / (deg + 1e-7), as
+  upstream computes the mean);
+- HCL sums over a batch's DISTINCT ids weighted by their counts (a 2048-row batch repeats ids;
+  sum over rows == count-weighted sum over ids), through :func:`.infonce.summed_info_nce`, which
+  keeps only the softmax matrix and differentiates with the two products it needs;
+- the loss fuses only the batch's rows (fusion is row-wise), and LightGCN's layer mean is a sum.
+
+What is left beside the dense products is mostly arithmetic the math needs but that is not a dense
+product: the sparse graph products of LightGCN and MGE, and one ``exp`` per HCL logit.
 """
 
 from __future__ import annotations
@@ -28,7 +47,7 @@ from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
-from .lightgcn import lightgcn_embeddings
+from .infonce import ScratchMatrix, summed_info_nce
 from .presets import lgmrec_presets
 
 
@@ -72,11 +91,6 @@ class LGMRecConfig:
         require("LGMRec", checks)
 
 
-def mean_over_users_items(user_mean: torch.Tensor, item_features: torch.Tensor) -> torch.Tensor:
-    """``[R F / deg_u ; F]``: users start from the mean of their training items' features."""
-    return torch.cat([graph.spmm(user_mean, item_features), item_features])
-
-
 def hypergraph_propagate(
     item_hyper: torch.Tensor, user_hyper: torch.Tensor, item_emb: torch.Tensor, n_layers: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,29 +103,18 @@ def hypergraph_propagate(
     return users, items
 
 
-def info_nce(anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
-    """Summed InfoNCE with cosine similarity (one direction: anchor -> candidates)."""
-    # 1/tau is folded into the (batch x d) anchor rather than the (batch x n) logit matrix
-    anchor = F.normalize(anchor, dim=1) / tau
-    positive_logit = (anchor * F.normalize(positive, dim=1)).sum(dim=1)
-    all_logits = anchor @ F.normalize(candidates, dim=1).T
-    return -(positive_logit - torch.logsumexp(all_logits, dim=1)).sum()
-
-
 class LGMRec(Recommender):
     def __init__(
         self,
         n_users: int,
         n_items: int,
         interactions: torch.Tensor,
-        user_mean: torch.Tensor,
         norm_adjacency: torch.Tensor,
         features: dict[str, torch.Tensor],
         config: LGMRecConfig,
     ):
-        """``interactions``: sparse R (n_users x n_items); ``user_mean``: R with rows divided by
-        the user's degree; ``norm_adjacency``: Ahat over users then items; ``features``: frozen
-        ``(n_items, dim_m)`` tables in anchor-first order."""
+        """``interactions``: sparse R (n_users x n_items); ``norm_adjacency``: Ahat over users then
+        items; ``features``: frozen ``(n_items, dim_m)`` tables in anchor-first order."""
         super().__init__()
         if not features:
             raise ConfigError("LGMRec needs at least one modality")
@@ -121,9 +124,12 @@ class LGMRec(Recommender):
         self.config = config
         self.modalities = list(features)
         self.forward_per_eval_batch = config.eval_mode == "official"
-        for name, matrix in (("interactions", interactions), ("user_mean", user_mean),
-                             ("norm_adjacency", norm_adjacency)):
+        for name, matrix in (("interactions", interactions), ("norm_adjacency", norm_adjacency)):
             self.register_buffer(name, matrix, persistent=False)
+        ones = torch.ones(n_items, 1, dtype=interactions.dtype, device=interactions.device)
+        degree = torch.sparse.mm(interactions, ones) if n_items else ones.new_zeros(n_users, 1)
+        # 1 / (deg_u + 1e-7): a user's feature SUM times this is the mean of their items (upstream's num_inters)
+        self.register_buffer("inverse_degree", 1.0 / (degree + graph.DEGREE_EPS), persistent=False)
         for m, table in features.items():
             self.register_buffer(f"feat_{m}", table, persistent=False)
 
@@ -139,27 +145,57 @@ class LGMRec(Recommender):
             if config.use_ghe else {}
         )
         self.hyperedge_dropout = nn.Dropout(p=1.0 - config.keep_rate)
+        self._scratch: dict[tuple[str, str], ScratchMatrix] = {}  # (users|items, modality) -> HCL buffer
+
+    def train(self, mode: bool = True) -> "LGMRec":
+        if not mode:
+            self._scratch.clear()  # training-only memory: evaluation does not hold it
+        return super().train(mode)
 
     def feature(self, modality: str) -> torch.Tensor:
         return getattr(self, f"feat_{modality}")
 
     # --- the three embedding modules -------------------------------------------------------
+    def modality_inputs(self, modality: str) -> tuple[torch.Tensor | None, ...]:
+        """``(F_items, F_users, Z_items, Z_users)`` of a modality (None for a switched-off module):
+        item features ``X W`` and hyperedge logits ``X V`` from ONE product ``X [W | V]`` (the frozen
+        table is read once forward and once backward), and the users' sums of both from ONE
+        sparse product ``R X [W | V]``: ``Z_users`` is summed before any softmax, ``F_users`` is the
+        mean of the user's items (the sum times 1 / (deg + 1e-7), as upstream)."""
+        weights = [table[modality] for table in (self.projection, self.hyperedges) if modality in table]
+        items = self.feature(modality) @ (weights[0] if len(weights) == 1 else torch.cat(weights, dim=1))
+        users = graph.spmm(self.interactions, items)
+        if len(weights) == 2:
+            widths = [self.config.embedding_dim, self.config.hyper_num]
+            (f_items, z_items), (f_users, z_users) = (t.split(widths, dim=1) for t in (items, users))
+        elif modality in self.projection:
+            f_items, f_users, z_items, z_users = items, users, None, None
+        else:
+            f_items, f_users, z_items, z_users = None, None, items, users
+        if f_users is not None:
+            f_users = f_users * self.inverse_degree
+        return f_items, f_users, z_items, z_users
+
     def collaborative(self) -> torch.Tensor:
         ego = torch.cat([self.user_embedding, self.item_embedding])
         if self.config.cf_model == "mf":
             return ego
-        return lightgcn_embeddings(self.norm_adjacency, ego, self.config.n_ui_layers)
+        layers = graph.propagate(self.norm_adjacency, ego, self.config.n_ui_layers)
+        # the layers' mean as a sum: no stacked (L + 1) x n x d copy, forward or backward
+        return sum(layers[1:], layers[0]) / len(layers)
 
-    def modality_graph(self, modality: str) -> torch.Tensor:
-        item_features = self.feature(modality) @ self.projection[modality]
+    def modality_graph(self, item_features: torch.Tensor, user_features: torch.Tensor) -> torch.Tensor:
         layers = graph.propagate(
-            self.norm_adjacency, mean_over_users_items(self.user_mean, item_features),
-            self.config.n_mm_layers,
+            self.norm_adjacency, torch.cat([user_features, item_features]), self.config.n_mm_layers
         )
         return layers[-1]  # the last layer only, as upstream
 
-    def hyperedge_assignments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per modality (item -> hyperedge, user -> hyperedge) soft assignments, pre-dropout."""
+    def hyperedge_assignments(
+        self, logits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality (item -> hyperedge, user -> hyperedge) soft assignments, pre-dropout, from
+        the (item, user) logits (computed here when not given). Gumbel noise is drawn per modality,
+        items then users, in modality order."""
         stochastic = self.training or self.config.eval_mode == "official"
         tau = self.config.tau
 
@@ -170,52 +206,83 @@ class LGMRec(Recommender):
 
         result, user_logits = {}, {}
         for m in self.modalities:
-            item_logits = self.feature(m) @ self.hyperedges[m]
-            user_logits[m] = graph.spmm(self.interactions, item_logits)  # before the softmax
-            result[m] = (assign(item_logits), assign(user_logits[m]))
+            if logits is not None:
+                z_items, user_logits[m] = logits[m]
+            else:
+                z_items = self.feature(m) @ self.hyperedges[m]
+                user_logits[m] = graph.spmm(self.interactions, z_items)  # before the softmax
+            result[m] = (assign(z_items), assign(user_logits[m]))
         if self.config.hyperedge_bug:
             first, second = self.modalities[:2]
             result[first] = (result[first][0], result[second][1])
             result[second] = (result[second][0], user_logits[second])
         return result
 
-    def _propagate(self) -> tuple[Embeddings, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    def _parts(self) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Everything before the fusion: E_cge, the E_m of MGE, and per modality (U_m, Y_m) of GHE."""
         cfg = self.config
+        inputs = {m: self.modality_inputs(m) for m in self.modalities}
+        assignments = (
+            self.hyperedge_assignments({m: (z_i, z_u) for m, (_, _, z_i, z_u) in inputs.items()})
+            if cfg.use_ghe else {}
+        )
         cge = self.collaborative()
-        fused = cge if cfg.use_cge else torch.zeros_like(cge)
-        if cfg.use_mge:
-            for m in self.modalities:
-                fused = fused + F.normalize(self.modality_graph(m), dim=1)
-        hyper: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        if cfg.use_ghe:
-            items0 = cge[self.n_users:]
-            for m, (item_h, user_h) in self.hyperedge_assignments().items():
-                hyper[m] = hypergraph_propagate(
-                    self.hyperedge_dropout(item_h), self.hyperedge_dropout(user_h), items0,
-                    cfg.n_hyper_layer,
-                )
-            ghe = sum(torch.cat(pair) for pair in hyper.values())
-            fused = fused + cfg.alpha * F.normalize(ghe, dim=1)
-        users, items = fused.split([self.n_users, self.n_items])
-        return Embeddings(users, items), hyper
+        mge = [self.modality_graph(f_i, f_u) for f_i, f_u, _, _ in inputs.values()] if cfg.use_mge else []
+        items0 = cge[self.n_users:]
+        hyper = {
+            m: hypergraph_propagate(
+                self.hyperedge_dropout(item_h), self.hyperedge_dropout(user_h), items0, cfg.n_hyper_layer
+            )
+            for m, (item_h, user_h) in assignments.items()
+        }
+        return cge, mge, hyper
+
+    def _fuse(self, cge: torch.Tensor, mge: list[torch.Tensor], ghe: torch.Tensor | None) -> torch.Tensor:
+        """``E_cge + sum_m normalize(E_m) + alpha normalize(E_ghe)`` for whichever rows are given
+        (every term is row-wise, so fusing a batch's rows equals fusing all and gathering)."""
+        fused = cge if self.config.use_cge else torch.zeros_like(cge)
+        for e in mge:
+            fused = fused + F.normalize(e, dim=1)
+        if ghe is not None:
+            fused = fused + self.config.alpha * F.normalize(ghe, dim=1)
+        return fused
 
     def forward(self) -> Embeddings:
-        return self._propagate()[0]
+        cge, mge, hyper = self._parts()
+        ghe = sum(torch.cat(pair) for pair in hyper.values()) if hyper else None
+        users, items = self._fuse(cge, mge, ghe).split([self.n_users, self.n_items])
+        return Embeddings(users, items)
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
-        emb, hyper = self._propagate()
-        u, p, n = emb.users[users], emb.items[pos_items], emb.items[neg_items]
+        cfg = self.config
+        cge, mge, hyper = self._parts()
+        batch = len(users)
+        rows = torch.cat([users, pos_items + self.n_users, neg_items + self.n_users])
+        ghe = None
+        if hyper:
+            items = torch.cat([pos_items, neg_items])
+            ghe = torch.cat([sum(u for u, _ in hyper.values())[users], sum(y for _, y in hyper.values())[items]])
+        u, p, n = self._fuse(cge[rows], [e[rows] for e in mge], ghe).split(batch)
         total = bpr_loss(u, p, n)
-        total = total + self.config.reg_weight * (u.norm() + p.norm() + n.norm()) / len(users)
-        if self.config.use_hcl and len(hyper) >= 2 and self.config.cl_weight > 0:
-            anchor_users, anchor_items = hyper[self.modalities[0]]
-            hcl = sum(
-                info_nce(anchor_users[users], other_users[users], other_users, self.config.tau)
-                + info_nce(anchor_items[pos_items], other_items[pos_items], other_items, self.config.tau)
-                for other_users, other_items in (hyper[m] for m in self.modalities[1:])
-            )
-            total = total + self.config.cl_weight * hcl
+        total = total + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / batch
+        if cfg.use_hcl and len(hyper) >= 2 and cfg.cl_weight > 0:
+            total = total + cfg.cl_weight * self.hypergraph_contrastive(hyper, users, pos_items)
         return total
+
+    def hypergraph_contrastive(self, hyper: dict[str, tuple[torch.Tensor, torch.Tensor]], users, pos_items):
+        """HCL: first modality as anchor, each other one as positive/candidates, users and items.
+        A batch repeats ids, so each InfoNCE runs over distinct ids weighted by their counts."""
+        tau = self.config.tau
+        anchor_users, anchor_items = hyper[self.modalities[0]]
+        hcl = 0
+        for side, (ids, anchor) in enumerate(((users, anchor_users), (pos_items, anchor_items))):
+            distinct, counts = torch.unique(ids, return_counts=True)
+            weights = counts.to(anchor.dtype)
+            anchor_rows = anchor[distinct]
+            for m in self.modalities[1:]:
+                scratch = self._scratch.setdefault((("users", "items")[side], m), ScratchMatrix())
+                hcl = hcl + summed_info_nce(anchor_rows, distinct, weights, hyper[m][side], tau, scratch)
+        return hcl
 
 
 def build(data: InteractionData, config: LGMRecConfig) -> LGMRec:
@@ -230,7 +297,6 @@ def build(data: InteractionData, config: LGMRecConfig) -> LGMRec:
         data.n_users,
         data.n_items,
         interactions=graph.to_torch(R),
-        user_mean=graph.to_torch(graph.row_mean_operator(R)),
         norm_adjacency=graph.to_torch(graph.normalized_adjacency(R)),
         features={m: torch.from_numpy(data.features[m]) for m in modalities},
         config=config,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from lgmrec import graph
 from lgmrec.models import get_model_spec, resolve_model_config
+from lgmrec.models.infonce import ScratchMatrix, summed_info_nce
 from lgmrec.models.lgmrec import LGMRec, LGMRecConfig, build
 
 SPEC = get_model_spec("lgmrec")
@@ -70,8 +71,8 @@ def test_parameter_counts_of_the_paper_datasets(dataset, n_users, n_items, expec
     config = resolve_model_config(SPEC, dataset)  # official-log preset: A differs per dataset
     empty = lambda r, c: graph.to_torch(sp.csr_matrix((r, c), dtype=np.float32))  # noqa: E731
     features = {"image": torch.zeros(1, 4096).expand(n_items, -1), "text": torch.zeros(1, 384).expand(n_items, -1)}
-    model = LGMRec(n_users, n_items, empty(n_users, n_items), empty(n_users, n_items),
-                   empty(n_users + n_items, n_users + n_items), features, config)
+    n_nodes = n_users + n_items
+    model = LGMRec(n_users, n_items, empty(n_users, n_items), empty(n_nodes, n_nodes), features, config)
     assert model.trainable_parameter_count() == expected
 
 
@@ -172,3 +173,70 @@ def test_presets_follow_the_reference_table():
 def test_invalid_configs_are_rejected(bad):
     with pytest.raises(Exception, match="LGMRec|cf_model"):
         resolve_model_config(SPEC, "baby", overrides=bad)
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.02])  # the softmax fast path and the logsumexp fallback
+def test_hcl_over_distinct_ids_equals_the_row_by_row_sum(tau):
+    """Summing InfoNCE over a batch's rows == summing over its distinct ids weighted by their
+    counts: loss and gradients, against the per-row formula with plain autograd (float64)."""
+    g = torch.Generator().manual_seed(0)
+    anchor_table = torch.randn(50, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    candidates = torch.randn(50, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 50, (200,), generator=g)  # ~4 repeats per id
+
+    def per_row():
+        a, c = F.normalize(anchor_table[ids], dim=1), F.normalize(candidates, dim=1)
+        logits = a @ c.T / tau
+        return -(logits.gather(1, ids[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)).sum()
+
+    distinct, counts = torch.unique(ids, return_counts=True)
+    scratch = ScratchMatrix()
+
+    def per_distinct_id():
+        return summed_info_nce(anchor_table[distinct], distinct, counts.double(), candidates, tau, scratch)
+
+    results = []
+    for loss_fn in (per_row, per_distinct_id):
+        loss = loss_fn()
+        results.append((loss.detach(), *torch.autograd.grad(loss, [anchor_table, candidates])))
+    for expected, actual in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    assert not scratch.lent  # given back by the backward
+
+
+def test_the_hcl_buffer_never_serves_two_pending_backwards(tiny_data):
+    """Losses whose backwards are pending at once (and run out of order) get fresh memory while
+    the buffer is lent, so every graph stays right; later steps reuse it; evaluation drops it."""
+    n = tiny_data.n_items
+    steps = torch.arange(64)
+    batches = [(steps + 64 * k, steps * (k + 1) % n, steps.flip(0) * (k + 2) % n) for k in range(3)]
+
+    def gradients(interleaved: bool):
+        model = make(tiny_data, cl_weight=1.0)  # seeded: both runs draw the same Gumbel noise in turn
+        model.train()
+        grads = []
+
+        def backward(loss):
+            model.zero_grad()
+            loss.backward()
+            grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        if interleaved:  # forwards in the same order (same draws), backwards 2, 1, 3
+            first, second = model.loss(*batches[0]), model.loss(*batches[1])
+            backward(second)
+            third = model.loss(*batches[2])
+            backward(first)
+            backward(third)
+            grads = [grads[1], grads[0], grads[2]]
+        else:
+            for b in batches:
+                backward(model.loss(*b))
+        return model, grads
+
+    model, interleaved = gradients(True)
+    _, sequential = gradients(False)
+    for got, expected in zip(interleaved, sequential):
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-7)
+    assert model._scratch and not any(s.lent for s in model._scratch.values())
+    model.eval()
+    assert not model._scratch
