@@ -110,7 +110,10 @@ def _check_one(tmp_path, dataset: str, model: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("model, break_it", [
-    ("bpr", "squared regulariser"),
+    # A squared regulariser is NOT caught here: at BPR's reg_weight 1e-4 on this data it moves
+    # Recall@20 by 0.6 % (0.2030 -> 0.2017), inside the 2 % tolerance; the loss re-derivation in
+    # tests/models/test_bpr.py catches it instead. Dropping the log of the BPR loss moves it 4 %.
+    ("bpr", "sigmoid instead of log-sigmoid"),
     ("lgmrec", "no modality graph embedding"),
 ])
 def test_a_real_regression_falls_outside_the_committed_tolerances(tmp_path, monkeypatch, model, break_it):
@@ -122,8 +125,8 @@ def test_a_real_regression_falls_outside_the_committed_tolerances(tmp_path, monk
     dataset = "synth-baby-mini"
     code, out = _check_one(tmp_path / "intact", dataset, model)
     assert code == 0, out  # the model as committed reproduces its committed values
-    if break_it == "squared regulariser":
-        monkeypatch.setattr(bpr, "emb_loss", lambda *e: sum(x.pow(2).sum() for x in e) / e[-1].shape[0])
+    if break_it == "sigmoid instead of log-sigmoid":
+        monkeypatch.setattr(bpr, "bpr_loss", lambda u, p, n: -torch.sigmoid((u * p).sum(1) - (u * n).sum(1)).mean())
     else:
         monkeypatch.setattr(lgmrec_module.LGMRec, "modality_graph",
                             lambda self, *args: torch.zeros(self.n_users + self.n_items, self.config.embedding_dim))

@@ -73,12 +73,24 @@ def kill_training(root: Path, kills: int, pick_pid, deadline_s: float = 240) -> 
             continue
         time.sleep(random.uniform(0.0, 0.05))
         owner = json.loads(held[0].read_text() or "{}").get("pid")
-        if owner and _held(held[0]):
-            target = pick_pid(owner)
-            os.kill(target, signal.SIGKILL)
-            killed.append(target)
-            time.sleep(0.5)
+        if not owner or not _held(held[0]):
+            continue
+        target = pick_pid(owner)
+        if target <= 1 or not _alive(target):  # an orphaned kernel of an earlier kill: not a worker
+            continue
+        os.kill(target, signal.SIGKILL)
+        killed.append(target)
+        while _alive(owner) and time.monotonic() < deadline:  # a kernel outlives its worker briefly
+            time.sleep(0.05)
     return killed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _held(claim: Path) -> bool:
@@ -99,7 +111,11 @@ def _held(claim: Path) -> bool:
 
 
 def parent_pid(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    """The parent of ``pid``; 0 when ``pid`` is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return 0
 
 
 def test_local_notebook_executor_writes_the_inprocess_records_and_keeps_readable_notebooks(smoke_results, tmp_path):

@@ -72,7 +72,9 @@ def test_sparkline_draws_one_line_per_seed_and_marks_the_best_epochs():
 
 def test_tidy_runs_hold_every_run_with_its_hyperparameters(ctx):
     table = tidy_runs(ctx, "sensitivity")
-    assert len(table) == sum(len(v) for v in PROFILES["smoke"].sensitivity.values())
+    smoke = PROFILES["smoke"]
+    seeds = smoke.sensitivity_seeds or smoke.seeds
+    assert len(table) == sum(len(v) for v in smoke.sensitivity.values()) * len(seeds)
     assert set(table.loc[table["parameter"] == "hyper_num", "value"]) == {"2", "8"}
     assert set(table.loc[table["parameter"] == "alpha", "value"]) == {"0.0", "0.6"}
     assert {"config_hash", "seed", "variant", "param: alpha", "train: max_epochs", "recall@20"} <= set(table.columns)
