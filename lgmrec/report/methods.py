@@ -93,7 +93,9 @@ def stopping_frame(ctx: BookContext) -> pd.DataFrame:
             rows.append({"experiment": experiment, "model": row["model"], "label": row["label"],
                          "dataset": row["dataset"], "seed": row["seed"], "variant": row["variant"],
                          "max_epochs": cap, "patience": patience, "best_epoch": best, "epochs_run": run,
-                         "ended by": ended_by(run, best, cap, patience)})
+                         "ended by": ended_by(run, best, cap, patience),
+                         # the model peaks that early, or its validation score stalled at the start
+                         "early best": best <= patience})
     return pd.DataFrame(rows)
 
 
@@ -104,6 +106,7 @@ def stopping_table(ctx: BookContext) -> Table:
         capped = int((part["ended by"] == "epoch cap").sum())
         grouped.append({"experiment": experiment, "model": model, "label": part["label"].iloc[0], "runs": len(part),
                         "early stopping": len(part) - capped, "epoch cap": capped,
+                        "best epoch <= patience": int(part["early best"].sum()),
                         "max epochs / patience": ", ".join(sorted({f"{int(c)} / {int(p)}" for c, p in
                                                                    zip(part["max_epochs"], part["patience"])}))})
     table = pd.DataFrame(grouped)
@@ -119,10 +122,20 @@ def stopping_summary(ctx: BookContext) -> Html:
     frame = stopping_frame(ctx)
     capped = int((frame["ended by"] == "epoch cap").sum())
     if capped == 0:
-        return Html(f"<p>All {len(frame)} runs ended by early stopping: none was cut by the epoch cap.</p>")
-    return Html(f'<div class="lgmrec-warning"><b>{capped} of {len(frame)} runs ended at the epoch cap</b> '
+        text = f"<p>All {len(frame)} runs ended by early stopping: none was cut by the epoch cap.</p>"
+    else:
+        text = (f'<div class="lgmrec-warning"><b>{capped} of {len(frame)} runs ended at the epoch cap</b> '
                 f"without {escape('patience + 1')} stale epochs after their best: their models may not have "
                 f"converged, and their numbers understate what the protocol would give.</div>")
+    early = frame[frame["early best"]]
+    if not early.empty:
+        where = ", ".join(f"{label} {n}" for label, n in early["label"].value_counts().items())
+        text += (f"<p>{len(early)} runs had their best validation epoch within their first patience epochs "
+                 f"({where}), so early stopping ended them at most 2 x patience + 1 epochs in. Either the "
+                 f"model peaks that early, or its validation score stalled at the start (on a small validation "
+                 f"split the first epochs' scores are noisy, and an epoch is only a few batches); compare such a "
+                 f"run with the model's other seeds in the table below (its CSV lists every run).</p>")
+    return Html(text)
 
 
 def data_figure(ctx: BookContext):

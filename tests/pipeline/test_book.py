@@ -258,6 +258,8 @@ def test_methods_reports_how_runs_ended_and_the_reductions(built_book):
     assert {(row[0], row[1]) for row in rows} >= {("overall", m) for m in MODELS} | {("ablation", "LGMRec")}
     text = soup(built_book, "methods").get_text(" ", strip=True)
     assert "epoch cap" in text and "Profile.reductions" in text
+    # 3 epochs, patience 3 in the smoke profile: every run's best epoch is within its patience
+    assert "best epoch <= patience" in text and "best validation epoch within their first patience epochs" in text
 
 
 def test_executed_notebooks_are_rendered_not_executed_again(built_book):
