@@ -21,6 +21,7 @@ same results folder skips what the first is training and waits for it. Records a
 from __future__ import annotations
 
 import collections
+import importlib.util
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from .worker import run_unit_job
 
 EXECUTORS = ("local", "ray", "inprocess")
 RETRY_DELAY_S = 2.0  # before rerunning a unit whose runs another driver is training
+NOTEBOOK_MODULES = ("papermill", "ipykernel")  # the ``book`` extra; checked before any worker starts
 
 
 @dataclass
@@ -81,12 +83,21 @@ def usable_cores() -> int:
 # ----------------------------------------------------------------------------- one unit
 
 
+def check_notebook_units(profile: Profile, options: GridOptions) -> None:
+    """Notebook units need a named profile (the notebook takes names) and the ``book`` extra."""
+    if not options.notebooks:
+        return
+    if PROFILES.get(profile.name) != profile:
+        raise ConfigError(f"profile {profile.name}: notebooks need a named profile (use --no-notebooks)")
+    if missing := [m for m in NOTEBOOK_MODULES if importlib.util.find_spec(m) is None]:
+        raise ConfigError(f"notebook units need {' and '.join(missing)}: pip install -e '.[book]', "
+                          f"or run the grid with --no-notebooks")
+
+
 def unit_job(profile: Profile, store: ResultStore, options: GridOptions, threads: int | None) -> dict:
     """What a worker needs to run units (:func:`lgmrec.worker.run_unit_job`): a named profile is
     passed by name (the notebook takes names), another one as the object itself."""
     named = PROFILES.get(profile.name) == profile
-    if options.notebooks and not named:
-        raise ConfigError(f"profile {profile.name}: notebooks need a named profile (use --no-notebooks)")
     return {"profile": profile.name if named else profile, "results": str(store.root.resolve()),
             "notebooks": options.notebooks, "force": options.force, "retry_failed": options.retry_failed,
             "threads": threads}
@@ -168,6 +179,7 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
     check_datasets_available(profile)
+    check_notebook_units(profile, options)
     store = store or ResultStore()
     removed = store.remove_temp_files(profile.name)
     work = units(profile, only)

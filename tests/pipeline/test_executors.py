@@ -118,6 +118,20 @@ def parent_pid(pid: int) -> int:
         return 0
 
 
+def test_notebook_units_without_papermill_stop_before_any_worker_with_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    import lgmrec.executors as executors
+    from lgmrec.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None if name == "papermill" else real(name))
+    assert main(["grid", "--profile", "smoke", "--only", "overall", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "need papermill" in err and "--no-notebooks" in err, err
+    assert not list(tmp_path.rglob("*-seed*.json"))
+
+
 def test_local_notebook_executor_writes_the_inprocess_records_and_keeps_readable_notebooks(smoke_results, tmp_path):
     store = ResultStore(tmp_path / "results")
     summary = run_grid("smoke", "overall", store, "local", GridOptions(workers=2), progress=False)
