@@ -70,6 +70,12 @@ def _same_file(path: Path, descriptor: int) -> bool:
         return False
 
 
+def held(path: str | os.PathLike) -> bool:
+    """Whether a live process holds the claim (probed by taking and dropping it when free)."""
+    with RunClaim(path) as claim:
+        return not claim.acquired
+
+
 def owner(path: str | os.PathLike) -> dict | None:
     """Who holds (or last held) a claim, as written in the file; None when there is none."""
     try:
@@ -78,4 +84,4 @@ def owner(path: str | os.PathLike) -> dict | None:
         return None
 
 
-__all__ = ["CLAIM_SUFFIX", "RunClaim", "owner"]
+__all__ = ["CLAIM_SUFFIX", "RunClaim", "held", "owner"]

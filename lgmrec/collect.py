@@ -7,6 +7,8 @@ complete (its chosen point is then known from the tuning records).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from .grids import Profile, RunSpec, get_profile, plan, replication_specs, unit_specs, units
@@ -94,10 +96,14 @@ def unit_specs_known(profile: Profile, unit, records: pd.DataFrame) -> tuple[lis
     return specs + replication_specs(profile, unit, choice.test_point, choice.validation_point), True
 
 
+def unit_folder(profile: Profile, unit, store: ResultStore) -> Path:
+    """The folder that holds a unit's records and claims (a dataset's, for ablation and sensitivity)."""
+    return store.root / profile.name / unit.dataset / unit.model
+
+
 def unit_pending(profile: Profile, unit, store: ResultStore) -> bool:
     """True while some run of the unit has no record (ok or failed) in the store."""
-    folder = store.root / profile.name / unit.dataset / unit.model
-    records = records_frame(list(store.iter_records(folder=folder)))
+    records = records_frame(list(store.iter_records(folder=unit_folder(profile, unit, store))))
     specs, complete = unit_specs_known(profile, unit, records)
     by_key = _latest(records)
     return not complete or any((spec_setting_key(profile, s), s.seed) not in by_key for s in specs)

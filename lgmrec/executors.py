@@ -249,13 +249,18 @@ class _Scheduler:
         return None
 
     def finished(self, attempt: _Attempt, error: str | None) -> None:
-        """After an attempt: done, rerun (its runs are claimed elsewhere, or it died), or give up."""
-        from .collect import unit_pending
+        """After an attempt: done, wait (another driver trains some of its runs), rerun (it died, or
+        it ended leaving runs that nobody trains), or give up."""
+        from .claims import CLAIM_SUFFIX, held
+        from .collect import unit_folder, unit_pending
 
         if error is None:
-            if unit_pending(self.profile, attempt.unit, self.store):
+            if not unit_pending(self.profile, attempt.unit, self.store):
+                return
+            if any(held(c) for c in unit_folder(self.profile, attempt.unit, self.store).rglob(f"*{CLAIM_SUFFIX}")):
                 self.waiting.append((attempt.unit, attempt.number, time.monotonic() + RETRY_DELAY_S))
-            return
+                return
+            error = "it ended, but some of its runs have no record and no process is training them"
         self.store.remove_temp_files(self.profile.name)  # what the dead worker was writing
         if attempt.number < self.options.max_attempts:
             self.tracker.write(f"unit {attempt.unit.key}: attempt {attempt.number} failed ({error}); retrying")

@@ -197,3 +197,35 @@ def test_two_drivers_on_one_folder_share_the_work_and_train_every_run_once(smoke
     assert records_by_run(ResultStore(root)) == reference(smoke_results)
     started = trainings(root)
     assert len(started) == len(set(started)) == OVERALL_RUNS  # no run trained twice
+
+
+def test_a_unit_that_ends_leaving_runs_nobody_trains_is_retried_then_given_up(tmp_path):
+    """A unit whose attempt ends cleanly but leaves runs without a record waits while another
+    process holds one of their claims, and otherwise counts as a failed attempt (no endless loop)."""
+    from lgmrec.collect import unit_folder
+    from lgmrec.executors import Progress, _Attempt, _Scheduler
+    from lgmrec.grids import get_profile, units
+
+    profile = get_profile("smoke")
+    unit = units(profile, "overall")[0]
+    store = ResultStore(tmp_path)
+    scheduler = _Scheduler(profile, [], store, GridOptions(max_attempts=2), Progress(profile, store, 1, 0, False))
+    claim = unit_folder(profile, unit, store) / f"run-seed1{CLAIM_SUFFIX}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lgmrec.claims import RunClaim; "
+         "c = RunClaim(sys.argv[1]).__enter__(); print(c.acquired, flush=True); time.sleep(120)", str(claim)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        scheduler.finished(_Attempt(unit, 1, tmp_path / "log"), None)
+        assert scheduler.failures == [] and [(u, n) for u, n, _ in scheduler.waiting] == [(unit, 1)]
+    finally:
+        holder.kill()
+        holder.wait()
+    scheduler.waiting.clear()
+    scheduler.finished(_Attempt(unit, 1, tmp_path / "log"), None)
+    assert [(u, n) for u, n, _ in scheduler.waiting] == [(unit, 2)]
+    scheduler.waiting.clear()
+    scheduler.finished(_Attempt(unit, 2, tmp_path / "log"), None)
+    assert not scheduler.waiting and len(scheduler.failures) == 1
+    assert "gave up after 2 attempts" in scheduler.failures[0] and "no process is training them" in scheduler.failures[0]
