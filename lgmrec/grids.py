@@ -166,7 +166,8 @@ PROFILES: dict[str, Profile] = {
         sensitivity_datasets=("synth-baby-mini",),
         sensitivity_seeds=PAPER_SEEDS[:3],
         reductions=(
-            "datasets: synthetic presets of about 800 users with the real interactions and items per user, 1.5-2 % dense (not the Amazon data; see the Methods chapter)",
+            "datasets: synthetic presets of about 800 users with the real interactions and items per user, "
+            "1.5-2 % dense (not the Amazon data; see the Methods chapter)",
             "tuning: each baseline's reduced grid (ModelSpec.reduced_grid) instead of MMRec's whole grid",
             "ablation: 3 seeds (999, 1, 2) instead of 5",
             "sensitivity: on the Baby-like preset only, 3 seeds",
