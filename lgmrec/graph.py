@@ -107,6 +107,65 @@ def spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     return _ConstantSpMM.apply(matrix, dense)
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """``A @ X`` for a constant SYMMETRIC sparse ``A``: the backward is ``A @ G``, so no transpose
+    is ever built (the pruned graphs of FREEDOM and LayerGCN change every epoch)."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        ctx.matrix = matrix
+        return torch.sparse.mm(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, torch.sparse.mm(ctx.matrix, grad)
+
+
+def symmetric_spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` for a constant symmetric sparse ``matrix`` (its own transpose)."""
+    return _SymmetricSpMM.apply(matrix, dense) if dense.requires_grad else torch.sparse.mm(matrix, dense)
+
+
+def edge_normalization(edges: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
+    """``1 / sqrt(d_u d_i)`` per (user, item) edge, degrees counted over ``edges`` (+1e-7, as upstream)."""
+    users, items = edges
+    user_degree = torch.bincount(users, minlength=n_users).to(torch.float32) + DEGREE_EPS
+    item_degree = torch.bincount(items, minlength=n_items).to(torch.float32) + DEGREE_EPS
+    return user_degree[users].pow(-0.5) * item_degree[items].pow(-0.5)
+
+
+class SymmetricLayout:
+    """The CSR layout of ``[[0, R], [R^T, 0]]`` for a fixed list of (user, item) edges, with the
+    edge id of every stored entry: the matrix of any subset of the edges is a masked copy of it
+    (already sorted, so no sort or coalesce per epoch)."""
+
+    def __init__(self, edges: torch.Tensor, n_users: int, n_items: int):
+        self.n_nodes = n_users + n_items
+        users, items = edges[0], edges[1] + n_users
+        rows, cols = torch.cat([users, items]), torch.cat([items, users])
+        order = torch.argsort(rows * self.n_nodes + cols)
+        self.rows, self.cols = rows[order], cols[order]
+        self.edge_of_entry = torch.arange(edges.shape[1], device=edges.device).repeat(2)[order]
+
+    def matrix(self, kept: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
+        """The CSR matrix of the edges where ``kept`` (bool, per edge id) holds, with
+        ``edge_values[e]`` at both (u, i) and (i, u)."""
+        entries = kept[self.edge_of_entry]
+        crow = torch.zeros(self.n_nodes + 1, dtype=torch.int64, device=entries.device)
+        torch.cumsum(torch.bincount(self.rows[entries], minlength=self.n_nodes), 0, out=crow[1:])
+        with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(
+                crow, self.cols[entries], edge_values[self.edge_of_entry[entries]],
+                size=(self.n_nodes, self.n_nodes), check_invariants=False,
+            )
+
+    def to(self, device: torch.device) -> SymmetricLayout:
+        for name in ("rows", "cols", "edge_of_entry"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
 def propagate(matrix: torch.Tensor, embeddings: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
     """``[E, A E, A^2 E, ...]`` for ``n_layers`` steps (a pure function)."""
     layers = [embeddings]

@@ -55,7 +55,6 @@ MMRec nor the paper publishes the chosen values; the defaults (``dropout 0.8``,
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +75,6 @@ from .knn import (
     symmetric_normalize_binary,
 )
 
-EDGE_DEGREE_EPS = 1e-7
 
 
 @dataclass
@@ -116,57 +114,11 @@ def modality_mixing_weights(modalities: list[str], image_weight: float) -> dict[
     return {m: image_weight if m == "image" else (1.0 - image_weight) / len(others) for m in modalities}
 
 
-class SymmetricLayout:
-    """The CSR layout of ``[[0, R], [R^T, 0]]`` for a fixed list of (user, item) edges, with the
-    edge id of every stored entry: the matrix of any subset of the edges is a masked copy of it
-    (already sorted, so no sort or coalesce per epoch)."""
-
-    def __init__(self, edges: torch.Tensor, n_users: int, n_items: int):
-        self.n_nodes = n_users + n_items
-        users, items = edges[0], edges[1] + n_users
-        rows, cols = torch.cat([users, items]), torch.cat([items, users])
-        order = torch.argsort(rows * self.n_nodes + cols)
-        self.rows, self.cols = rows[order], cols[order]
-        self.edge_of_entry = torch.arange(edges.shape[1], device=edges.device).repeat(2)[order]
-
-    def matrix(self, kept: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
-        """The CSR matrix of the edges where ``kept`` (bool, per edge id) holds, with
-        ``edge_values[e]`` at both (u, i) and (i, u)."""
-        entries = kept[self.edge_of_entry]
-        crow = torch.zeros(self.n_nodes + 1, dtype=torch.int64, device=entries.device)
-        torch.cumsum(torch.bincount(self.rows[entries], minlength=self.n_nodes), 0, out=crow[1:])
-        with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(
-                crow, self.cols[entries], edge_values[self.edge_of_entry[entries]],
-                size=(self.n_nodes, self.n_nodes), check_invariants=False,
-            )
-
-    def to(self, device: torch.device) -> SymmetricLayout:
-        for name in ("rows", "cols", "edge_of_entry"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-
-class _SymmetricSpMM(torch.autograd.Function):
-    """``A @ X`` for a constant symmetric sparse ``A``: the backward is ``A @ G`` (no transpose)."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.matrix = matrix
-        return torch.sparse.mm(matrix, dense)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, torch.sparse.mm(ctx.matrix, grad)
-
-
 def symmetric_lightgcn(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
     """Mean of ``[E, A E, ..., A^L E]`` for a symmetric constant ``A``."""
     layers = [ego]
     for _ in range(n_layers):
-        layers.append(_SymmetricSpMM.apply(adjacency, layers[-1]) if ego.requires_grad
-                      else torch.sparse.mm(adjacency, layers[-1]))
+        layers.append(graph.symmetric_spmm(adjacency, layers[-1]))
     return torch.stack(layers, dim=0).mean(dim=0)
 
 
@@ -194,8 +146,9 @@ class FREEDOM(Recommender):
         self.register_buffer("item_graph", item_graph, persistent=False)
         self.register_buffer("train_edges", train_edges, persistent=False)
         # Sampling probabilities of the degree-sensitive pruning: 1/sqrt(d_u d_i) of the full graph.
-        self.register_buffer("edge_weights", self._edge_normalization(train_edges), persistent=False)
-        self.layout = SymmetricLayout(train_edges, n_users, n_items)
+        edge_weights = graph.edge_normalization(train_edges, n_users, n_items)
+        self.register_buffer("edge_weights", edge_weights, persistent=False)
+        self.layout = graph.SymmetricLayout(train_edges, n_users, n_items)
         self.masked_adjacency: torch.Tensor | None = None
 
         d = config.embedding_dim
@@ -210,13 +163,6 @@ class FREEDOM(Recommender):
         result = super()._apply(fn, *args, **kwargs)
         self.layout.to(self.train_edges.device)
         return result
-
-    def _edge_normalization(self, edges: torch.Tensor) -> torch.Tensor:
-        """``1 / sqrt(d_u d_i)`` per edge, degrees counted over ``edges`` (+1e-7, as upstream)."""
-        users, items = edges
-        user_degree = torch.bincount(users, minlength=self.n_users).to(torch.float32) + EDGE_DEGREE_EPS
-        item_degree = torch.bincount(items, minlength=self.n_items).to(torch.float32) + EDGE_DEGREE_EPS
-        return user_degree[users].pow(-0.5) * item_degree[items].pow(-0.5)
 
     def pruning_keep_count(self) -> int:
         """``int(E * (1 - dropout))``, upstream's expression (so its float rounding too)."""
@@ -236,7 +182,8 @@ class FREEDOM(Recommender):
             return self.norm_adjacency
         keep = self.sample_kept_edges()
         values = torch.zeros_like(self.edge_weights)
-        values[keep] = self._edge_normalization(self.train_edges[:, keep]).to(values.dtype)
+        kept_edges = self.train_edges[:, keep]
+        values[keep] = graph.edge_normalization(kept_edges, self.n_users, self.n_items).to(values.dtype)
         kept = torch.zeros(self.edge_weights.numel(), dtype=torch.bool, device=keep.device)
         kept[keep] = True
         return self.layout.matrix(kept, values)

@@ -50,7 +50,6 @@ from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, xavier_embedding
 
-EDGE_DEGREE_EPS = 1e-7
 COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's default, which upstream uses
 
 
@@ -69,73 +68,6 @@ class LayerGCNConfig:
             "0 <= dropout < 1": 0 <= self.dropout < 1,
         }
         require("LayerGCN", checks)
-
-
-def edge_normalization(edges: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
-    """``1 / sqrt(d_u d_i)`` per (user, item) edge, degrees counted over ``edges`` (+1e-7)."""
-    users, items = edges
-    user_degree = torch.bincount(users, minlength=n_users).to(torch.float32) + EDGE_DEGREE_EPS
-    item_degree = torch.bincount(items, minlength=n_items).to(torch.float32) + EDGE_DEGREE_EPS
-    return user_degree[users].pow(-0.5) * item_degree[items].pow(-0.5)
-
-
-def symmetric_adjacency(
-    edges: torch.Tensor, values: torch.Tensor, n_users: int, n_items: int
-) -> torch.Tensor:
-    """The ``(n_users + n_items)^2`` sparse CSR matrix with ``values`` on both (u, i) and (i, u)."""
-    users, items = edges[0], edges[1] + n_users
-    indices = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
-    n_nodes = n_users + n_items
-    matrix = torch.sparse_coo_tensor(
-        indices, torch.cat([values, values]), (n_nodes, n_nodes), check_invariants=False
-    )
-    return matrix.coalesce().to_sparse_csr()
-
-
-class SymmetricLayout:
-    """The CSR layout of ``[[0, R], [R^T, 0]]`` for a fixed edge list, with each stored entry's
-    edge id, so that the matrix of any subset of the edges is built by masking (no sort)."""
-
-    def __init__(self, edges: torch.Tensor, n_users: int, n_items: int):
-        n_edges = edges.shape[1]
-        rows = torch.cat([edges[0], edges[1] + n_users])
-        cols = torch.cat([edges[1] + n_users, edges[0]])
-        n_nodes = n_users + n_items
-        order = torch.argsort(rows * n_nodes + cols)
-        self.n_nodes = n_nodes
-        self.rows, self.cols = rows[order], cols[order]
-        self.edge_of_entry = torch.arange(n_edges).repeat(2)[order]
-
-    def matrix(self, kept: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """CSR matrix of the edges where ``kept`` (bool, per edge) holds, with per-edge ``values``
-        (indexed by edge id; entries of dropped edges are ignored)."""
-        entries = kept[self.edge_of_entry]
-        counts = torch.bincount(self.rows[entries], minlength=self.n_nodes)
-        crow = torch.zeros(self.n_nodes + 1, dtype=torch.int64, device=counts.device)
-        torch.cumsum(counts, 0, out=crow[1:])
-        return torch.sparse_csr_tensor(
-            crow, self.cols[entries], values[self.edge_of_entry[entries]],
-            size=(self.n_nodes, self.n_nodes), check_invariants=False,
-        )
-
-    def to(self, device: torch.device) -> "SymmetricLayout":
-        for name in ("rows", "cols", "edge_of_entry"):
-            setattr(self, name, getattr(self, name).to(device))
-        return self
-
-
-class _SymmetricSpMM(torch.autograd.Function):
-    """``A @ X`` for a constant SYMMETRIC sparse ``A`` (every graph here): the backward is
-    ``A @ G``, so no transpose is ever built (the pruned graph changes every epoch)."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.matrix = matrix
-        return torch.sparse.mm(matrix, dense)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, torch.sparse.mm(ctx.matrix, grad)
 
 
 class _CosineRescale(torch.autograd.Function):
@@ -167,7 +99,7 @@ def layer_refined_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layer
     ego_unit = F.normalize(ego, dim=1, eps=COSINE_EPS)
     current, total = ego, None
     for _ in range(n_layers):
-        current = _CosineRescale.apply(_SymmetricSpMM.apply(adjacency, current), ego_unit)
+        current = _CosineRescale.apply(graph.symmetric_spmm(adjacency, current), ego_unit)
         total = current if total is None else total + current
     return total
 
@@ -189,9 +121,9 @@ class LayerGCN(Recommender):
         self.register_buffer("norm_adjacency", norm_adjacency, persistent=False)
         self.register_buffer("train_edges", train_edges, persistent=False)
         self.register_buffer(
-            "edge_weights", edge_normalization(train_edges, n_users, n_items), persistent=False
+            "edge_weights", graph.edge_normalization(train_edges, n_users, n_items), persistent=False
         )
-        self.layout = SymmetricLayout(train_edges, n_users, n_items)
+        self.layout = graph.SymmetricLayout(train_edges, n_users, n_items)
         self.pruned_adjacency: torch.Tensor | None = None
         self.user_embedding = xavier_embedding(n_users, config.embedding_dim)
         self.item_embedding = xavier_embedding(n_items, config.embedding_dim)
@@ -214,7 +146,7 @@ class LayerGCN(Recommender):
         kept = torch.zeros(n_edges, dtype=torch.bool, device=device)
         kept[keep] = True
         values = torch.zeros(n_edges, device=device)
-        values[kept] = edge_normalization(self.train_edges[:, kept], self.n_users, self.n_items)
+        values[kept] = graph.edge_normalization(self.train_edges[:, kept], self.n_users, self.n_items)
         return self.layout.matrix(kept, values)
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -73,6 +73,23 @@ def upstream_bpr_with_half_l2(u, p, n, reg_weight: float, divisor: int) -> torch
     return mf + reg_weight * regularizer
 
 
+def after_one_step(name: str, data, representation, **overrides):
+    """A model after one Adam step (lr 0.05) on a training batch, in eval mode, and
+    ``representation(model)`` as it was after that batch's forward, before the step."""
+    model = make_model(name, data, **overrides)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    users, pos, neg = training_batch(data)
+    model.train()
+    model.on_epoch_start(1)
+    loss = model.loss(users, pos, neg)
+    with torch.no_grad():
+        before_step = representation(model)
+    loss.backward()
+    optimizer.step()
+    model.eval()
+    return model, before_step
+
+
 def check_shapes(model, data, dim: int = 64) -> torch.Tensor:
     """forward / loss / score shapes; returns the (finite, scalar) loss."""
     users, pos, neg = training_batch(data)

@@ -20,6 +20,7 @@ from lgmrec.models.dualgnn import (
 )
 
 from .mm_baseline_checks import (
+    after_one_step,
     check_shapes,
     gradient_report,
     make_model,
@@ -180,17 +181,8 @@ def test_loss_matches_upstream_formula(tiny_data):
 
 def test_scores_use_the_last_training_batch_as_upstream(tiny_data):
     for cached in (True, False):
-        model = make_model("dualgnn", tiny_data, score_from_last_batch=cached)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-        users, pos, neg = training_batch(tiny_data)
-        model.train()
-        model.on_epoch_start(1)
-        loss = model.loss(users, pos, neg)
-        with torch.no_grad():
-            before_step = torch.cat(model.embeddings())
-        loss.backward()
-        optimizer.step()
-        model.eval()
+        model, before_step = after_one_step("dualgnn", tiny_data, lambda m: torch.cat(m.embeddings()),
+                                            score_from_last_batch=cached)
         with torch.no_grad():
             expected = before_step if cached else torch.cat(model.embeddings())
             torch.testing.assert_close(torch.cat(model()), expected)

@@ -14,6 +14,7 @@ from lgmrec.models.grcn import EdgePattern, edge_product, edge_scores, interacti
 from lgmrec.resolve import resolve_run
 
 from .mm_baseline_checks import (
+    after_one_step,
     check_shapes,
     gradient_report,
     make_model,
@@ -143,17 +144,7 @@ def test_edge_products_have_exact_gradients():
 
 def test_scores_use_the_last_training_batch_as_upstream(tiny_data):
     for cached in (True, False):
-        model = make_model("grcn", tiny_data, score_from_last_batch=cached)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-        users, pos, neg = training_batch(tiny_data)
-        model.train()
-        model.on_epoch_start(1)
-        loss = model.loss(users, pos, neg)
-        with torch.no_grad():
-            before_step = model.representation()
-        loss.backward()
-        optimizer.step()
-        model.eval()
+        model, before_step = after_one_step("grcn", tiny_data, lambda m: m.representation(), score_from_last_batch=cached)
         with torch.no_grad():
             scored = torch.cat(model())
             expected = before_step if cached else model.representation()

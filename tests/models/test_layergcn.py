@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from lgmrec.config import field_names
 from lgmrec.errors import ConfigError
+from lgmrec.graph import edge_normalization
 from lgmrec.models import get_model_spec, resolve_model_config
-from lgmrec.models.layergcn import _CosineRescale, edge_normalization, symmetric_adjacency
+from lgmrec.models.layergcn import _CosineRescale
 
 from .mm_baseline_checks import (
     check_shapes,
@@ -19,6 +20,16 @@ from .mm_baseline_checks import (
     training_batch,
     untrained_and_trained_recall,
 )
+
+
+def symmetric_adjacency(edges: torch.Tensor, values: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
+    """Reference: the ``(n_users + n_items)^2`` CSR matrix with ``values`` on (u, i) and (i, u),
+    built by sorting and coalescing (what the model's masked layout avoids)."""
+    users, items = edges[0], edges[1] + n_users
+    indices = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
+    n_nodes = n_users + n_items
+    matrix = torch.sparse_coo_tensor(indices, torch.cat([values, values]), (n_nodes, n_nodes), check_invariants=False)
+    return matrix.coalesce().to_sparse_csr()
 
 
 def dense_normalized(block: torch.Tensor) -> torch.Tensor:

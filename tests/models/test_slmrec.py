@@ -15,6 +15,7 @@ from lgmrec.models.slmrec import fac_levels, info_nce
 from lgmrec.resolve import resolve_run
 
 from .mm_baseline_checks import (
+    after_one_step,
     check_shapes,
     gradient_report,
     make_model,
@@ -131,17 +132,7 @@ def test_training_uses_the_yaml_weight_decay_in_adam():
 
 def test_scores_are_sigmoids_of_the_last_training_batch(tiny_data):
     for cached in (True, False):
-        model = make_model("slmrec", tiny_data, score_from_last_batch=cached)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-        users, pos, neg = training_batch(tiny_data)
-        model.train()
-        model.on_epoch_start(1)
-        loss = model.loss(users, pos, neg)
-        with torch.no_grad():
-            before_step = model()
-        loss.backward()
-        optimizer.step()
-        model.eval()
+        model, before_step = after_one_step("slmrec", tiny_data, lambda m: m(), score_from_last_batch=cached)
         with torch.no_grad():
             expected = before_step if cached else model._embeddings(model.graph_outputs())
             scores = model.score(torch.arange(5), model())
