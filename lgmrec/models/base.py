@@ -50,6 +50,22 @@ class Recommender(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+class LastBatchEmbeddings:
+    """MMRec's ``full_sort_predict`` scores with the embeddings that the epoch's last training batch
+    computed, one optimiser step old; with ``enabled`` they are kept here (detached) for scoring."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.kept: Embeddings | None = None
+
+    def keep(self, emb: Embeddings) -> None:
+        if self.enabled:
+            self.kept = Embeddings(emb.users.detach(), emb.items.detach())
+
+    def clear(self) -> None:
+        self.kept = None
+
+
 def bpr_loss(user_emb: torch.Tensor, pos_emb: torch.Tensor, neg_emb: torch.Tensor) -> torch.Tensor:
     """``mean(-log sigmoid(s(u, p) - s(u, n)))`` with dot-product scores."""
     pos = (user_emb * pos_emb).sum(dim=1)

@@ -73,7 +73,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, batch_mean_square, bpr_loss
+from .base import Embeddings, LastBatchEmbeddings, Recommender, batch_mean_square, bpr_loss
 from .knn import feature_tensors, select_features
 from .mmgcn import bipartite_mean_adjacency
 
@@ -273,7 +273,7 @@ class DualGNN(Recommender):
         self.gcn = nn.ModuleDict({m: ModalityGCN(n_users, t.shape[1], d) for m, t in features.items()})
         self.user_modality_weight = nn.Parameter(self._softmax_init(n_users, n_modalities))
         self.item_modality_weight = nn.Parameter(self._softmax_init(n_items, n_modalities))
-        self._last_batch: Embeddings | None = None
+        self.last_batch = LastBatchEmbeddings(config.score_from_last_batch)
 
     @staticmethod
     def _softmax_init(n_rows: int, n_modalities: int) -> torch.Tensor:
@@ -295,7 +295,7 @@ class DualGNN(Recommender):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.user_user = self.sample_user_graph()
-        self._last_batch = None
+        self.last_batch.clear()
 
     def embeddings(self) -> Embeddings:
         """User and item representations from the current parameters and co-occurrence sample."""
@@ -317,14 +317,13 @@ class DualGNN(Recommender):
         return Embeddings(users, total[self.n_users:])
 
     def forward(self) -> Embeddings:
-        if not self.training and self.config.score_from_last_batch and self._last_batch is not None:
-            return self._last_batch  # what MMRec's full_sort_predict scores with
+        if not self.training and self.last_batch.kept is not None:
+            return self.last_batch.kept  # what MMRec's full_sort_predict scores with
         return self.embeddings()
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.embeddings()
-        if self.config.score_from_last_batch:
-            self._last_batch = Embeddings(emb.users.detach(), emb.items.detach())
+        self.last_batch.keep(emb)
         u = emb.users.index_select(0, users)
         # upstream takes log2 of the sigmoid: the natural-log BPR loss divided by ln 2
         total = bpr_loss(u, emb.items.index_select(0, pos_items), emb.items.index_select(0, neg_items)) / LN2

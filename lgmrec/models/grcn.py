@@ -70,7 +70,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, batch_mean_square, bpr_loss
+from .base import Embeddings, LastBatchEmbeddings, Recommender, batch_mean_square, bpr_loss
 from .knn import feature_tensors, select_features
 
 
@@ -258,7 +258,7 @@ class GRCN(Recommender):
             {m: ModalityAttention(n_users, t.shape[1], config.latent_dim) for m, t in features.items()}
         )
         self.confidence = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, len(features))))
-        self._last_batch: Embeddings | None = None
+        self.last_batch = LastBatchEmbeddings(config.score_from_last_batch)
 
     @property
     def edges(self) -> EdgePattern:
@@ -301,17 +301,16 @@ class GRCN(Recommender):
         return torch.cat(self.embeddings())
 
     def forward(self) -> Embeddings:
-        if not self.training and self.config.score_from_last_batch and self._last_batch is not None:
-            return self._last_batch  # what MMRec's full_sort_predict scores with
+        if not self.training and self.last_batch.kept is not None:
+            return self.last_batch.kept  # what MMRec's full_sort_predict scores with
         return self.embeddings()
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._last_batch = None
+        self.last_batch.clear()
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.embeddings()
-        if self.config.score_from_last_batch:
-            self._last_batch = Embeddings(emb.users.detach(), emb.items.detach())
+        self.last_batch.keep(emb)
         total = bpr_loss(
             emb.users.index_select(0, users), emb.items.index_select(0, pos_items),
             emb.items.index_select(0, neg_items),

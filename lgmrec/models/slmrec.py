@@ -74,7 +74,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Distinct, Embeddings, Recommender
+from .base import Distinct, Embeddings, LastBatchEmbeddings, Recommender
 from .knn import feature_tensors, select_features
 from .lightgcn import lightgcn_embeddings
 
@@ -178,7 +178,7 @@ class SLMRec(Recommender):
         self.fac_heads = nn.ModuleDict(
             {m: _xavier_linear(d, level_widths[level]) for level, m in self.levels.items()}
         )
-        self._last_batch: Embeddings | None = None
+        self.last_batch = LastBatchEmbeddings(config.score_from_last_batch)
 
     def graph_outputs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """LightGCN outputs split into (users, items): key 'id' and one per modality."""
@@ -201,12 +201,12 @@ class SLMRec(Recommender):
         return Embeddings(self._fuse(outputs, 0, self.user_fusion), self._fuse(outputs, 1, self.item_fusion))
 
     def forward(self) -> Embeddings:
-        if not self.training and self.config.score_from_last_batch and self._last_batch is not None:
-            return self._last_batch  # what MMRec's full_sort_predict scores with
+        if not self.training and self.last_batch.kept is not None:
+            return self.last_batch.kept  # what MMRec's full_sort_predict scores with
         return self._embeddings(self.graph_outputs())
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._last_batch = None
+        self.last_batch.clear()
 
     def score(self, users: torch.Tensor, embeddings: Embeddings) -> torch.Tensor:
         return torch.sigmoid(super().score(users, embeddings))  # as upstream's full_sort_predict
@@ -226,8 +226,7 @@ class SLMRec(Recommender):
         # neg_items is unused: both losses take the other rows of the batch as negatives
         outputs = self.graph_outputs()
         emb = self._embeddings(outputs)
-        if self.config.score_from_last_batch:
-            self._last_batch = Embeddings(emb.users.detach(), emb.items.detach())
+        self.last_batch.keep(emb)
         batch_users, batch_items = Distinct(users), Distinct(pos_items)
         main = info_nce(
             F.normalize(emb.users.index_select(0, batch_users.values), dim=1), batch_users,
