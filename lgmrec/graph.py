@@ -51,14 +51,18 @@ def row_mean_operator(interactions: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def to_torch(matrix: sp.spmatrix, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A scipy sparse matrix as a float32 torch sparse CSR tensor."""
+    """A scipy sparse matrix as a float32 torch sparse CSR tensor.
+
+    Indices are int32 where they fit: MKL's (and cuSPARSE's) sparse products take 32-bit indices,
+    and torch converts int64 ones at every product (~0.3 of a 2 ms full-scale LightGCN layer)."""
     matrix = sp.csr_matrix(matrix, dtype=np.float32)
     matrix.sort_indices()
+    index_type = np.int32 if max(matrix.nnz, *matrix.shape) < np.iinfo(np.int32).max else np.int64
     with warnings.catch_warnings():  # torch flags CSR support as beta on every construction
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.indptr.astype(index_type)),
+            torch.from_numpy(matrix.indices.astype(index_type)),
             torch.from_numpy(matrix.data),
             size=matrix.shape,
             device=device,
@@ -83,6 +87,19 @@ def _transpose(matrix: torch.Tensor) -> torch.Tensor:
     return transposed
 
 
+def sparse_product(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` for a sparse CSR ``matrix`` and a 2-D dense ``dense``, outside autograd.
+
+    On CPU the product is written straight into a fresh tensor (``addmm_`` with beta 0, which MKL
+    honours by overwriting): ``torch.sparse.mm`` first zero-fills its result and then copies those
+    zeros into it again, two needless passes over an (n x d) matrix (a full-scale LightGCN layer:
+    ~2.0 ms against 1.2 ms, the same bits). Elsewhere, and for gradients, ``torch.sparse.mm``."""
+    if (matrix.device.type != "cpu" or matrix.layout != torch.sparse_csr or dense.dim() != 2
+            or (torch.is_grad_enabled() and (matrix.requires_grad or dense.requires_grad))):
+        return torch.sparse.mm(matrix, dense)
+    return dense.new_empty(matrix.shape[0], dense.shape[1]).addmm_(matrix, dense, beta=0)
+
+
 class _ConstantSpMM(torch.autograd.Function):
     """``A @ X`` for a constant sparse ``A``; the backward is ``A^T @ G`` with a cached ``A^T``.
 
@@ -93,17 +110,17 @@ class _ConstantSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         ctx.matrix = matrix
-        return torch.sparse.mm(matrix, dense)
+        return sparse_product(matrix, dense)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, torch.sparse.mm(_transpose(ctx.matrix), grad)
+        return None, sparse_product(_transpose(ctx.matrix), grad)
 
 
 def spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``matrix @ dense`` for a sparse CSR ``matrix``; fast backward when the matrix is constant."""
     if matrix.requires_grad or matrix.layout != torch.sparse_csr or not dense.requires_grad:
-        return torch.sparse.mm(matrix, dense)
+        return sparse_product(matrix, dense)
     return _ConstantSpMM.apply(matrix, dense)
 
 
@@ -114,16 +131,16 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         ctx.matrix = matrix
-        return torch.sparse.mm(matrix, dense)
+        return sparse_product(matrix, dense)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, torch.sparse.mm(ctx.matrix, grad)
+        return None, sparse_product(ctx.matrix, grad)
 
 
 def symmetric_spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``matrix @ dense`` for a constant symmetric sparse ``matrix`` (its own transpose)."""
-    return _SymmetricSpMM.apply(matrix, dense) if dense.requires_grad else torch.sparse.mm(matrix, dense)
+    return _SymmetricSpMM.apply(matrix, dense) if dense.requires_grad else sparse_product(matrix, dense)
 
 
 def edge_normalization(edges: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ The floor. A model's training step has to do the dense matrix products its math 
 (element-wise work, reductions, indexing, memory traffic, the optimiser, Python and dispatch
 overhead) is overhead on top. ``floor ms`` is the in-situ time of the step's DENSE MATRIX
 PRODUCTS: each timed step is followed by one more step on the same batch under a
-``TorchDispatchMode`` that times every call of ``aten.mm``, ``addmm``, ``bmm``, ``baddbmm``,
+``TorchDispatchMode`` that times every call of ``aten.mm``, ``addmm`` (and ``addmm_``), ``bmm``, ``baddbmm``,
 ``addbmm``, ``_addmm_activation``, ``mv``, ``addmv``, ``dot`` and ``vdot`` whose tensor operands
 are ALL dense (strided) - forward, backward and custom autograd functions alike - with a wall
 clock on CPU (the call, its output's allocation included, as in a profiler's self time) and CUDA
@@ -74,8 +74,8 @@ def product_timer(device):
     from torch.utils._pytree import tree_flatten
 
     aten = torch.ops.aten
-    dense_products = {aten.mm, aten.addmm, aten.bmm, aten.baddbmm, aten.addbmm, aten._addmm_activation,
-                      aten.mv, aten.addmv, aten.dot, aten.vdot}
+    dense_products = {aten.mm, aten.addmm, aten.addmm_, aten.bmm, aten.baddbmm, aten.addbmm,
+                      aten._addmm_activation, aten.mv, aten.addmv, aten.dot, aten.vdot}
     sparse_products = dense_products | {aten._sparse_addmm, aten._sparse_mm, aten.sspaddmm, aten.hspmm,
                                         aten.smm, aten._sparse_sparse_matmul}
     on_cuda = device.type == "cuda"
@@ -123,12 +123,11 @@ def time_steps(data, model_name: str, model_config, train_config, device, n_step
     """Median step time, dense-product floor and sparse-product time of ``n_steps`` training steps."""
     import torch
     from lgmrec.models import get_model_spec
-    from lgmrec.training import NegativeSampler, seed_everything
+    from lgmrec.training import NegativeSampler, make_optimizer, seed_everything
 
     generator = seed_everything(1)
     model = get_model_spec(model_name).build(data, model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
-                                 weight_decay=train_config.weight_decay)
+    optimizer = make_optimizer(model, train_config)  # the trainer's own
     model.train()
     model.on_epoch_start(1)
     pairs = torch.from_numpy(data.splits["train"])

@@ -28,7 +28,7 @@ message lands on an item and the users' preferences are never updated (the routi
 the authors' own code does the same). The default reproduces that.
 
 Implementation: every message-passing step is a product of a sparse CSR matrix with the
-training graph's pattern and the attention weights as its values (forward ``torch.sparse.mm``;
+training graph's pattern and the attention weights as its values (forward ``graph.sparse_product``;
 backward a sparse product with the transposed pattern, and the values' gradient by a sampled
 dense product); the sums are those of PyG's message passing, in another order. The edge
 softmax skips PyG's per-group max shift (the scores are cosines of unit vectors, in [-1, 1])
@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import graph
 from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
@@ -139,9 +140,9 @@ class _EdgeScores(torch.autograd.Function):
         pattern = ctx.pattern
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = torch.sparse.mm(pattern.matrix(grad), b)
+            grad_a = graph.sparse_product(pattern.matrix(grad), b)
         if ctx.needs_input_grad[1]:
-            grad_b = torch.sparse.mm(pattern.T.matrix(grad.index_select(0, pattern.perm)), a)
+            grad_b = graph.sparse_product(pattern.T.matrix(grad.index_select(0, pattern.perm)), a)
         return grad_a, grad_b, None
 
 
@@ -153,7 +154,7 @@ class _EdgeProduct(torch.autograd.Function):
     def forward(ctx, values, x, pattern: EdgePattern):
         ctx.save_for_backward(values, x)
         ctx.pattern = pattern
-        return torch.sparse.mm(pattern.matrix(values), x)
+        return graph.sparse_product(pattern.matrix(values), x)
 
     @staticmethod
     def backward(ctx, grad):
@@ -163,7 +164,7 @@ class _EdgeProduct(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_values = pattern.sampled_products(grad, x)
         if ctx.needs_input_grad[1]:
-            grad_x = torch.sparse.mm(pattern.T.matrix(values.index_select(0, pattern.perm)), grad)
+            grad_x = graph.sparse_product(pattern.T.matrix(values.index_select(0, pattern.perm)), grad)
         return grad_values, grad_x, None
 
 
