@@ -40,8 +40,9 @@ similarities (the same gradient); frozen graphs are cached under a feature finge
 Implementation (the same arithmetic, faster): within an epoch each modality's detached graph is
 one merged sparse matrix; the contrastive loss takes ``e(z1_i, z1_i)`` and ``e(z1_i, z2_i)`` from
 row-wise dot products instead of the diagonal of the similarity product (the same values up to
-float rounding), and for more than 4096 items recomputes each block's ``n_items``-wide
-exponentials in the backward pass (activation checkpointing: the same values and gradients)
+float rounding), computes each block's ``2 n_items``-wide exponentials in place, and where all of
+them would take more than 1 GiB (above ~11,600 items: real Sports and Clothing, not Baby) recomputes
+each block's in the backward pass (activation checkpointing: the same values and gradients)
 instead of storing them.
 
 Training, not model options: upstream trains with learning rate 5e-4, batch size 1024 and the
@@ -119,15 +120,17 @@ class MICROConfig:
         require("MICRO", checks)
 
 
-#: above this many items, each block's n-wide exponentials are recomputed in the backward pass
-CHECKPOINT_MIN_ITEMS = 4096
+#: above this many bytes of (rows x 2 rows) exponentials, each block's are recomputed in the
+#: backward pass instead of stored (full-scale Baby-like: 0.4 GB stored, the step 20 % faster)
+CHECKPOINT_MIN_BYTES = 1 << 30
 
 
 def _grace_block(block: torch.Tensor, block_other: torch.Tensor, both: torch.Tensor,
                  temperature: float) -> torch.Tensor:
     """Per-row losses of one block of rows of ``z1`` (``block``), given the same rows of ``z2``
     (``block_other``) and ``both = [z1; z2]``, all L2-normalised."""
-    total = torch.exp(block @ both.T / temperature).sum(dim=1)
+    # in place: the same kernels and bits as exp(block @ both.T / t), one (rows x 2n) buffer
+    total = (block @ both.T).div_(temperature).exp_().sum(dim=1)
     own = torch.exp((block * block).sum(dim=1) / temperature)
     positive = torch.exp((block * block_other).sum(dim=1) / temperature)
     return -torch.log(positive / (total - own))
@@ -135,13 +138,14 @@ def _grace_block(block: torch.Tensor, block_other: torch.Tensor, both: torch.Ten
 
 def grace_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
                            chunk_rows: int = CONTRASTIVE_CHUNK_ROWS,
-                           checkpoint_min_rows: int = CHECKPOINT_MIN_ITEMS) -> torch.Tensor:
+                           checkpoint_min_bytes: int = CHECKPOINT_MIN_BYTES) -> torch.Tensor:
     """MICRO's ``batched_contrastive_loss``: the mean over rows i of
     ``-log(e(z1_i, z2_i) / (sum_j e(z1_i, z1_j) + sum_j e(z1_i, z2_j) - e(z1_i, z1_i)))``
     with ``e(a, b) = exp(cos(a, b) / temperature)``, in blocks of ``chunk_rows`` rows."""
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     both = torch.cat([z1, z2])
-    recompute = torch.is_grad_enabled() and z1.shape[0] > checkpoint_min_rows
+    stored_bytes = z1.shape[0] * both.shape[0] * both.element_size()
+    recompute = torch.is_grad_enabled() and stored_bytes > checkpoint_min_bytes
     losses = []
     for start in range(0, z1.shape[0], chunk_rows):
         block, block_other = z1[start: start + chunk_rows], z2[start: start + chunk_rows]

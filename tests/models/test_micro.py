@@ -105,14 +105,14 @@ def test_every_loss_term_has_upstreams_scale(tiny_data, reg_batch_size):
             setattr(model.config, weight, value)
 
 
-@pytest.mark.parametrize("chunk_rows, checkpoint_min_rows", [(7, 4096), (7, 0), (1000, 0)])
-def test_chunked_contrastive_loss_matches_one_block(chunk_rows, checkpoint_min_rows):
+@pytest.mark.parametrize("chunk_rows, checkpoint_min_bytes", [(7, 1 << 30), (7, 0), (1000, 0)])
+def test_chunked_contrastive_loss_matches_one_block(chunk_rows, checkpoint_min_bytes):
     gen = torch.Generator().manual_seed(0)
     z1 = torch.randn(50, 8, generator=gen, requires_grad=True)
     z2 = torch.randn(50, 8, generator=gen, requires_grad=True)
     whole = grace_contrastive_loss(z1, z2, 0.5, chunk_rows=1000)
     grads = torch.autograd.grad(whole, (z1, z2))
-    chunked = grace_contrastive_loss(z1, z2, 0.5, chunk_rows=chunk_rows, checkpoint_min_rows=checkpoint_min_rows)
+    chunked = grace_contrastive_loss(z1, z2, 0.5, chunk_rows=chunk_rows, checkpoint_min_bytes=checkpoint_min_bytes)
     torch.testing.assert_close(chunked, whole)
     for ours, reference in zip(torch.autograd.grad(chunked, (z1, z2)), grads):
         torch.testing.assert_close(ours, reference)
