@@ -73,6 +73,13 @@ def bpr_loss(user_emb: torch.Tensor, pos_emb: torch.Tensor, neg_emb: torch.Tenso
     return -torch.nn.functional.logsigmoid(pos - neg).mean()
 
 
+def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` (the same values and gradient bits), whose backward is one ``index_add_``:
+    that of ``table[ids]`` is an ``index_put_`` that sorts the ids under deterministic algorithms,
+    ~3x slower for a 2048-row batch, and ~3x for FREEDOM's gather from a 4096-d feature table."""
+    return table.index_select(0, ids)
+
+
 def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """MMRec's ``EmbLoss``: the sum of the tensors' Frobenius norms (NOT squared), divided by the
     row count of the last one (the batch size when called with batch rows)."""

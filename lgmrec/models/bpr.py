@@ -19,7 +19,7 @@ import torch
 from ..config import require
 from ..data import InteractionData
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, emb_loss, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, emb_loss, rows_of, xavier_embedding
 
 
 @dataclass
@@ -43,8 +43,8 @@ class BPR(Recommender):
         return Embeddings(self.user_embedding, self.item_embedding)
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
-        u = self.user_embedding[users]
-        p, n = self.item_embedding[pos_items], self.item_embedding[neg_items]
+        u = rows_of(self.user_embedding, users)
+        p, n = rows_of(self.item_embedding, pos_items), rows_of(self.item_embedding, neg_items)
         return bpr_loss(u, p, n) + self.reg_weight * emb_loss(u, p, n)
 
 

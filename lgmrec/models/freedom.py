@@ -66,7 +66,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, rows_of, xavier_embedding
 from .knn import (
     FeatureTables,
     cached_knn_graph,
@@ -212,13 +212,13 @@ class FREEDOM(Recommender):
         table, project = self.features[modality], self.projection[modality]
         distinct, position = torch.unique(items, return_inverse=True)
         if 4 * distinct.numel() >= 3 * self.n_items:
-            return project(table)[items]
-        return project(table[distinct])[position]
+            return rows_of(project(table), items)
+        return rows_of(project(rows_of(table, distinct)), position)
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
-        u = emb.users[users]
-        total = bpr_loss(u, emb.items[pos_items], emb.items[neg_items])
+        u = rows_of(emb.users, users)
+        total = bpr_loss(u, rows_of(emb.items, pos_items), rows_of(emb.items, neg_items))
         if self.config.reg_weight > 0:
             batch_items = torch.cat([pos_items, neg_items])
             modality_loss = 0.0

@@ -74,7 +74,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, xavier_embedding
+from .base import Embeddings, Recommender, rows_of, xavier_embedding
 from .knn import (
     FeatureTables,
     cached_knn_graph,
@@ -246,7 +246,7 @@ class LATTICE(Recommender):
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
-        u, p, n = emb.users[users], emb.items[pos_items], emb.items[neg_items]
+        u, p, n = rows_of(emb.users, users), rows_of(emb.items, pos_items), rows_of(emb.items, neg_items)
         return bpr_with_half_l2(u, p, n, self.config.reg_weight, self.config.reg_batch_size)
 
 

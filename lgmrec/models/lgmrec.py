@@ -46,7 +46,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, rows_of, xavier_embedding
 from .infonce import ScratchMatrix, summed_info_nce
 from .presets import lgmrec_presets
 
@@ -101,12 +101,6 @@ def hypergraph_propagate(
         items = item_hyper @ hyperedges
         users = user_hyper @ hyperedges
     return users, items
-
-
-def _rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``table[ids]``, whose backward is one ``index_add_`` (that of ``table[ids]`` is an
-    ``index_put_`` that sorts the ids under deterministic algorithms: ~3x slower on a 2048-row batch)."""
-    return table.index_select(0, ids)
 
 
 class LGMRec(Recommender):
@@ -272,9 +266,9 @@ class LGMRec(Recommender):
         ghe = None
         if hyper:
             items = torch.cat([pos_items, neg_items])
-            ghe = torch.cat([_rows(sum(u for u, _ in hyper.values()), users),
-                             _rows(sum(y for _, y in hyper.values()), items)])
-        u, p, n = self._fuse(_rows(cge, rows), [_rows(e, rows) for e in mge], ghe).split(batch)
+            ghe = torch.cat([rows_of(sum(u for u, _ in hyper.values()), users),
+                             rows_of(sum(y for _, y in hyper.values()), items)])
+        u, p, n = self._fuse(rows_of(cge, rows), [rows_of(e, rows) for e in mge], ghe).split(batch)
         total = bpr_loss(u, p, n)
         total = total + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / batch
         if cfg.use_hcl and len(hyper) >= 2 and cfg.cl_weight > 0:
@@ -290,7 +284,7 @@ class LGMRec(Recommender):
         for side, (ids, anchor) in enumerate(((users, anchor_users), (pos_items, anchor_items))):
             distinct, counts = torch.unique(ids, return_counts=True)
             weights = counts.to(anchor.dtype)
-            anchor_rows = _rows(anchor, distinct)
+            anchor_rows = rows_of(anchor, distinct)
             for m in self.modalities[1:]:
                 scratch = self._scratch.setdefault((("users", "items")[side], m), ScratchMatrix())
                 hcl = hcl + summed_info_nce(anchor_rows, distinct, weights, hyper[m][side], tau, scratch)

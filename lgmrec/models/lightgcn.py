@@ -19,7 +19,7 @@ from .. import graph
 from ..data import InteractionData
 from ..config import require
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, emb_loss, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, emb_loss, rows_of, xavier_embedding
 
 
 @dataclass
@@ -64,9 +64,10 @@ class LightGCN(Recommender):
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
-        u, p, n = emb.users[users], emb.items[pos_items], emb.items[neg_items]
+        u, p, n = rows_of(emb.users, users), rows_of(emb.items, pos_items), rows_of(emb.items, neg_items)
         # MMRec regularises the ego (layer-0) rows
-        ego = emb_loss(self.user_embedding[users], self.item_embedding[pos_items], self.item_embedding[neg_items])
+        ego = emb_loss(rows_of(self.user_embedding, users), rows_of(self.item_embedding, pos_items),
+                       rows_of(self.item_embedding, neg_items))
         return bpr_loss(u, p, n) + self.reg_weight * ego
 
 

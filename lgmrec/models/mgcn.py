@@ -65,7 +65,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, xavier_embedding
+from .base import Embeddings, Recommender, rows_of, xavier_embedding
 from .knn import FeatureTables, feature_tensors, select_features
 from .lattice import bpr_with_half_l2, frozen_weighted_graphs
 from .lightgcn import lightgcn_embeddings
@@ -109,8 +109,8 @@ def in_batch_info_nce(
     the distinct ids, a column weighted by its count in the denominator and a row by its count
     in the mean (the same terms as upstream's ``B x B`` computation)."""
     distinct, counts = torch.unique(rows, return_counts=True)
-    view1 = F.normalize(table1[distinct], dim=1)
-    view2 = F.normalize(table2[distinct], dim=1)
+    view1 = F.normalize(rows_of(table1, distinct), dim=1)
+    view2 = F.normalize(rows_of(table2, distinct), dim=1)
     weights = counts.to(view1.dtype)
     positive = torch.exp((view1 * view2).sum(dim=-1) / temperature)
     total = torch.exp(view1 @ view2.T / temperature) @ weights
@@ -188,7 +188,8 @@ class MGCN(Recommender):
         final = content + side
         n_u = self.n_users
         total = bpr_with_half_l2(
-            final[users], final[n_u + pos_items], final[n_u + neg_items], cfg.reg_weight, cfg.reg_batch_size
+            rows_of(final, users), rows_of(final, n_u + pos_items), rows_of(final, n_u + neg_items), cfg.reg_weight,
+            cfg.reg_batch_size
         )
         contrastive = in_batch_info_nce(side, content, n_u + pos_items, cfg.cl_temperature) \
             + in_batch_info_nce(side, content, users, cfg.cl_temperature)

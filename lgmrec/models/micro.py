@@ -73,7 +73,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, xavier_embedding
+from .base import Embeddings, Recommender, rows_of, xavier_embedding
 from .knn import (
     FeatureTables,
     combine_graphs,
@@ -269,7 +269,8 @@ class MICRO(Recommender):
         cfg = self.config
         emb, views, fused = self._embed()
         total = bpr_with_half_l2(
-            emb.users[users], emb.items[pos_items], emb.items[neg_items], cfg.reg_weight, cfg.reg_batch_size
+            rows_of(emb.users, users), rows_of(emb.items, pos_items), rows_of(emb.items, neg_items), cfg.reg_weight,
+            cfg.reg_batch_size
         )
         if cfg.cl_weight > 0:
             contrastive = sum(grace_contrastive_loss(v, fused, cfg.cl_temperature) for v in views.values())

@@ -69,7 +69,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss
+from .base import Embeddings, Recommender, bpr_loss, rows_of
 from .knn import feature_tensors, select_features
 
 
@@ -250,7 +250,7 @@ class MMGCN(Recommender):
         u = emb.users.index_select(0, users)
         total = bpr_loss(u, emb.items.index_select(0, pos_items), emb.items.index_select(0, neg_items))
         batch_items = torch.cat([pos_items, neg_items]) + self.n_users
-        reg = self.id_embedding[users].pow(2).mean() + self.id_embedding[batch_items].pow(2).mean()
+        reg = rows_of(self.id_embedding, users).pow(2).mean() + rows_of(self.id_embedding, batch_items).pow(2).mean()
         if "image" in self.gcn:  # upstream regularises the image (v_gcn) preferences only
             reg = reg + self.gcn["image"].preference_penalty()
         return total + self.config.reg_weight * reg
