@@ -82,9 +82,9 @@ def deterministic_algorithms() -> None:
     torch._inductor (seconds per process, paid by every worker and notebook kernel).
 
     Deterministic mode also fills every new tensor's memory with NaN by default, a debugging aid
-    for kernels that read memory they never wrote. None of ours does (the same seed gives the same
-    metrics in two processes without it: tests/pipeline/test_results.py), and the fill costs a full write
-    of every fresh buffer: ~20 ms of a 300 ms full-scale LGMRec step, mostly page faults."""
+    for kernels that read memory they never wrote. None of ours does (every model gives the same
+    bits without it; tests/pipeline/test_results.py runs one config in two processes), and each
+    fill is one more write of a fresh buffer: ~290 of them in a full-scale LGMRec step."""
     torch.utils.deterministic.fill_uninitialized_memory = False
     if torch.are_deterministic_algorithms_enabled():
         return

@@ -29,7 +29,10 @@ reproducible per seed:
 - the loss fuses only the batch's rows (fusion is row-wise), and LightGCN's layer mean is a sum.
 
 What is left beside the dense products is mostly arithmetic the math needs but that is not a dense
-product: the sparse graph products of LightGCN and MGE, and one ``exp`` per HCL logit.
+product. In a full-scale Baby-like step (2 threads, ~290 ms, ~215 ms of dense products): ~23 ms of
+sparse graph products (LightGCN, MGE, the users' feature sums), ~16 ms for one ``exp`` per HCL
+logit (the softmax), ~10 ms drawing the Gumbel noise and dropout masks (torch's serial samplers),
+and ~25 ms of element-wise work and gradient bookkeeping on (nodes x d) matrices.
 """
 
 from __future__ import annotations
