@@ -76,7 +76,8 @@ def bpr_loss(user_emb: torch.Tensor, pos_emb: torch.Tensor, neg_emb: torch.Tenso
 def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``table[ids]`` (the same values and gradient bits), whose backward is one ``index_add_``:
     that of ``table[ids]`` is an ``index_put_`` that sorts the ids under deterministic algorithms,
-    ~3x slower for a 2048-row batch, and ~3x for FREEDOM's gather from a 4096-d feature table."""
+    ~3x slower for a 2048-row batch (FREEDOM's full-scale step, which gathers from its 4096-d
+    feature table this way, went from 114 to 82 ms)."""
     return table.index_select(0, ids)
 
 
