@@ -101,46 +101,35 @@ def sparse_product(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
 
 
 class _ConstantSpMM(torch.autograd.Function):
-    """``A @ X`` for a constant sparse ``A``; the backward is ``A^T @ G`` with a cached ``A^T``.
+    """``A @ X`` for a constant sparse ``A``; the backward is ``A^T @ G`` with a cached ``A^T``, or
+    ``A @ G`` for a symmetric ``A`` (its own transpose: none is built, which matters for the pruned
+    graphs of FREEDOM and LayerGCN, new every epoch).
 
     torch's own backward of a CSR product rebuilds the transpose on every call, which made it
     about 6x slower than the forward on the training graphs here.
     """
 
     @staticmethod
-    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.matrix = matrix
+    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor, symmetric: bool) -> torch.Tensor:
+        ctx.matrix, ctx.symmetric = matrix, symmetric
         return sparse_product(matrix, dense)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, sparse_product(_transpose(ctx.matrix), grad)
+        transposed = ctx.matrix if ctx.symmetric else _transpose(ctx.matrix)
+        return None, sparse_product(transposed, grad), None
 
 
 def spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``matrix @ dense`` for a sparse CSR ``matrix``; fast backward when the matrix is constant."""
     if matrix.requires_grad or matrix.layout != torch.sparse_csr or not dense.requires_grad:
         return sparse_product(matrix, dense)
-    return _ConstantSpMM.apply(matrix, dense)
-
-
-class _SymmetricSpMM(torch.autograd.Function):
-    """``A @ X`` for a constant SYMMETRIC sparse ``A``: the backward is ``A @ G``, so no transpose
-    is ever built (the pruned graphs of FREEDOM and LayerGCN change every epoch)."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.matrix = matrix
-        return sparse_product(matrix, dense)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, sparse_product(ctx.matrix, grad)
+    return _ConstantSpMM.apply(matrix, dense, False)
 
 
 def symmetric_spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``matrix @ dense`` for a constant symmetric sparse ``matrix`` (its own transpose)."""
-    return _SymmetricSpMM.apply(matrix, dense) if dense.requires_grad else sparse_product(matrix, dense)
+    return _ConstantSpMM.apply(matrix, dense, True) if dense.requires_grad else sparse_product(matrix, dense)
 
 
 def edge_normalization(edges: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
