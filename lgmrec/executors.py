@@ -198,6 +198,9 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     finally:
         tracker.close()
         summary.seconds = time.perf_counter() - start
+        # a killed worker's notebook kernel outlives it by up to a second (it polls for its parent)
+        # and may die mid-write after the retry's clean-up: sweep again once all work has ended
+        store.remove_temp_files(profile.name)
     summary.ran = tracker.ran
     summary.skipped = sum(before)
     failed_runs = finished_runs(profile, only, store=store)[1]
