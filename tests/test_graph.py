@@ -46,3 +46,21 @@ def test_spmm_gradient_matches_the_dense_product_and_reuses_the_transpose():
     key = id(matrix)
     del matrix
     assert key not in _TRANSPOSES  # dropped with its matrix
+
+
+def test_sparse_rows_are_the_full_products_rows_with_the_same_gradient_bits():
+    R = sp.random(300, 200, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    R.data[:] = 1
+    matrix = graph.to_torch(graph.normalized_adjacency(R))
+    rows = torch.tensor([0, 3, 4, 250, 251, 499])
+    x = torch.randn(500, 8, requires_grad=True)
+    upstream = torch.randn(len(rows), 8)
+    cut = graph.SparseRows(matrix, rows)
+    ours = cut.product(x)
+    ours.backward(upstream)
+    ours_grad, x.grad = x.grad, None
+    full = graph.spmm(matrix, x)[rows]
+    full.backward(upstream)
+    assert torch.equal(ours, full) and torch.equal(ours_grad, x.grad)
+    assert cut.sub.shape == (len(rows), 500) and cut.sub_t.shape == (500, len(rows))
+    assert torch.equal(cut.product(x.detach()), full.detach())  # outside autograd too

@@ -15,8 +15,8 @@ non-empty set of modalities. Every deviation from that code is a named option:
 Speed. A training step is dominated by dense products (the (batch x all) similarity matrices of
 HCL and the projection of the 4096-d image table). The code computes the same values and
 gradients (to float rounding) with less work, and draws the same random numbers in the same order
-(Gumbel noise per modality, items then users; then the four dropout masks), so runs stay
-reproducible per seed:
+(Gumbel noise per modality, items then users; then the four dropout masks; on CPU the very numbers
+of torch's serial samplers, see :func:`gumbel_noise`), so runs stay reproducible per seed:
 
 - one product ``X [W | V]`` per modality gives the item features and the hyperedge logits, so the
   frozen table is read once forward and once backward (upstream: two products each way; the
@@ -25,23 +25,27 @@ reproducible per seed:
   upstream computes the mean);
 - HCL sums over a batch's DISTINCT ids weighted by their counts (a 2048-row batch repeats ids;
   sum over rows == count-weighted sum over ids), through :func:`.infonce.summed_info_nce`, which
-  keeps only the softmax matrix and differentiates with the two products it needs;
-- the loss fuses only the batch's rows (fusion is row-wise), and LightGCN's layer mean is a sum.
+  keeps only the matrix of exponentials and differentiates with the two products it needs;
+- the loss fuses only the batch's rows (fusion is row-wise), computes the last MGE layer for those
+  rows only (:class:`.graph.SparseRows`), and LightGCN's layer mean is a sum;
+- row normalisation has a fused backward (:func:`.base.normalize_rows`) and the hyperedge softmax
+  runs over the transpose (:func:`softmax_rows`).
 
 What is left beside the dense products is mostly arithmetic the math needs but that is not a dense
-product. In a full-scale Baby-like step (2 threads, ~290 ms, ~215 ms of dense products): ~23 ms of
-sparse graph products (LightGCN, MGE, the users' feature sums), ~16 ms for one ``exp`` per HCL
-logit (the softmax), ~10 ms drawing the Gumbel noise and dropout masks (torch's serial samplers),
-and ~25 ms of element-wise work and gradient bookkeeping on (nodes x d) matrices.
+product. In a full-scale Baby-like step (2 threads, ~280 ms, ~220 ms of dense products): ~20-25 ms
+of sparse graph products (LightGCN, MGE, the users' feature sums), ~12 ms for one ``exp2`` per HCL
+logit and its row sums, ~2 ms of random draws, and ~20 ms of element-wise work, gradient
+bookkeeping on (nodes x d) matrices and per-op dispatch.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import graph
@@ -49,7 +53,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, rows_of, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, normalize_rows, rows_of, xavier_embedding
 from .infonce import ScratchMatrix, summed_info_nce
 from .presets import lgmrec_presets
 
@@ -106,6 +110,44 @@ def hypergraph_propagate(
     return users, items
 
 
+def _total(tensors) -> torch.Tensor:
+    """The sum of tensors; Python's ``sum`` would start with ``0 + first``, a copy of a whole matrix."""
+    return functools.reduce(operator.add, tensors)
+
+
+def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(E)`` shaped like ``like``, as ``F.gumbel_softmax`` draws it.
+
+    On CPU ``E = -log1p(-U)`` from float64 uniforms ``U``: the very numbers that torch's serial CPU
+    ``exponential_`` draws (one double per value, the same transform) but vectorised, ~3x faster
+    (19,447 x 4: 0.7 against 1.9 ms)."""
+    if like.device.type != "cpu":
+        return -torch.empty_like(like, memory_format=torch.contiguous_format).exponential_().log()
+    uniform = torch.empty(like.shape, dtype=torch.float64).uniform_()
+    return uniform.neg_().log1p_().neg_().to(like.dtype).log_().neg_()
+
+
+def dropout(x: torch.Tensor, keep_rate: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p=1 - keep_rate, training)``, the same mask and values; on CPU the mask
+    compares float64 uniforms with the keep rate, as torch's serial CPU ``bernoulli_`` does, but
+    vectorised (19,447 x 4: ~0.6 against 1.2 ms)."""
+    p = 1.0 - keep_rate
+    if not training or p == 0:
+        return x
+    if x.device.type != "cpu":
+        return torch.nn.functional.dropout(x, p)
+    keep = torch.empty(x.shape, dtype=torch.float64).uniform_() < 1 - p
+    return x * keep.to(x.dtype).div_(1 - p)
+
+
+def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits, dim=1)`` for a few columns (the hyperedges), computed over the transpose:
+    torch's row-wise kernel is slow on narrow rows (19,447 x 4, forward and backward: ~1.8 ms
+    against ~1.0), to float rounding. Returned contiguous, as the row-wise one: dropout draws its
+    mask in memory order, so a transposed layout would change which entry gets which draw."""
+    return torch.softmax(logits.T, dim=0).T.contiguous()
+
+
 class LGMRec(Recommender):
     def __init__(
         self,
@@ -147,7 +189,6 @@ class LGMRec(Recommender):
             {m: xavier_embedding(t.shape[1], config.hyper_num) for m, t in features.items()}
             if config.use_ghe else {}
         )
-        self.hyperedge_dropout = nn.Dropout(p=1.0 - config.keep_rate)
         self._scratch: dict[tuple[str, str], ScratchMatrix] = {}  # (users|items, modality) -> HCL buffer
 
     def train(self, mode: bool = True) -> "LGMRec":
@@ -192,11 +233,18 @@ class LGMRec(Recommender):
             mean += layer
         return mean.div_(len(layers))
 
-    def modality_graph(self, item_features: torch.Tensor, user_features: torch.Tensor) -> torch.Tensor:
-        layers = graph.propagate(
-            self.norm_adjacency, torch.cat([user_features, item_features]), self.config.n_mm_layers
-        )
-        return layers[-1]  # the last layer only, as upstream
+    def modality_graph(
+        self, item_features: torch.Tensor, user_features: torch.Tensor, rows: graph.SparseRows | None = None
+    ) -> torch.Tensor:
+        """MGE's last layer (only it, as upstream), of every node or of ``rows`` only: the loss needs
+        its batch's rows, whose last product then costs only their entries."""
+        features = torch.cat([user_features, item_features])
+        n_layers = self.config.n_mm_layers
+        if rows is None:
+            return graph.propagate(self.norm_adjacency, features, n_layers)[-1]
+        if n_layers == 0:
+            return rows_of(features, rows.rows)
+        return rows.product(graph.propagate(self.norm_adjacency, features, n_layers - 1)[-1])
 
     def hyperedge_assignments(
         self, logits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -208,9 +256,9 @@ class LGMRec(Recommender):
         tau = self.config.tau
 
         def assign(logits: torch.Tensor) -> torch.Tensor:
-            if stochastic:
-                return F.gumbel_softmax(logits, tau=tau, hard=False, dim=1)
-            return torch.softmax(logits / tau, dim=1)
+            if stochastic:  # F.gumbel_softmax(logits, tau, dim=1), the same noise and values
+                logits = logits + gumbel_noise(logits)
+            return softmax_rows(logits / tau)
 
         result, user_logits = {}, {}
         for m in self.modalities:
@@ -226,8 +274,11 @@ class LGMRec(Recommender):
             result[second] = (result[second][0], user_logits[second])
         return result
 
-    def _parts(self) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """Everything before the fusion: E_cge, the E_m of MGE, and per modality (U_m, Y_m) of GHE."""
+    def _parts(
+        self, mge_rows: graph.SparseRows | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Everything before the fusion: E_cge, the E_m of MGE (all rows, or ``mge_rows`` only), and
+        per modality (U_m, Y_m) of GHE."""
         cfg = self.config
         inputs = {m: self.modality_inputs(m) for m in self.modalities}
         assignments = (
@@ -235,11 +286,12 @@ class LGMRec(Recommender):
             if cfg.use_ghe else {}
         )
         cge = self.collaborative()
-        mge = [self.modality_graph(f_i, f_u) for f_i, f_u, _, _ in inputs.values()] if cfg.use_mge else []
+        mge = [self.modality_graph(f_i, f_u, mge_rows) for f_i, f_u, _, _ in inputs.values()] if cfg.use_mge else []
         items0 = cge[self.n_users:]
         hyper = {
             m: hypergraph_propagate(
-                self.hyperedge_dropout(item_h), self.hyperedge_dropout(user_h), items0, cfg.n_hyper_layer
+                dropout(item_h, cfg.keep_rate, self.training), dropout(user_h, cfg.keep_rate, self.training),
+                items0, cfg.n_hyper_layer
             )
             for m, (item_h, user_h) in assignments.items()
         }
@@ -250,28 +302,29 @@ class LGMRec(Recommender):
         (every term is row-wise, so fusing a batch's rows equals fusing all and gathering)."""
         fused = cge if self.config.use_cge else torch.zeros_like(cge)
         for e in mge:
-            fused = fused + F.normalize(e, dim=1)
+            fused = fused + normalize_rows(e)
         if ghe is not None:
-            fused = fused + self.config.alpha * F.normalize(ghe, dim=1)
+            fused = fused + self.config.alpha * normalize_rows(ghe)
         return fused
 
     def forward(self) -> Embeddings:
         cge, mge, hyper = self._parts()
-        ghe = sum(torch.cat(pair) for pair in hyper.values()) if hyper else None
+        ghe = _total(torch.cat(pair) for pair in hyper.values()) if hyper else None
         users, items = self._fuse(cge, mge, ghe).split([self.n_users, self.n_items])
         return Embeddings(users, items)
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         cfg = self.config
-        cge, mge, hyper = self._parts()
         batch = len(users)
         rows = torch.cat([users, pos_items + self.n_users, neg_items + self.n_users])
+        distinct, position = torch.unique(rows, return_inverse=True)
+        cge, mge, hyper = self._parts(graph.SparseRows(self.norm_adjacency, distinct))
         ghe = None
         if hyper:
             items = torch.cat([pos_items, neg_items])
-            ghe = torch.cat([rows_of(sum(u for u, _ in hyper.values()), users),
-                             rows_of(sum(y for _, y in hyper.values()), items)])
-        u, p, n = self._fuse(rows_of(cge, rows), [rows_of(e, rows) for e in mge], ghe).split(batch)
+            ghe = torch.cat([rows_of(_total(u for u, _ in hyper.values()), users),
+                             rows_of(_total(y for _, y in hyper.values()), items)])
+        u, p, n = self._fuse(rows_of(cge, rows), [rows_of(e, position) for e in mge], ghe).split(batch)
         total = bpr_loss(u, p, n)
         total = total + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / batch
         if cfg.use_hcl and len(hyper) >= 2 and cfg.cl_weight > 0:

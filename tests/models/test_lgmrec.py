@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from lgmrec import graph
 from lgmrec.models import get_model_spec, resolve_model_config
 from lgmrec.models.infonce import ScratchMatrix, summed_info_nce
+from lgmrec.models import lgmrec as lgmrec_module
 from lgmrec.models.lgmrec import LGMRec, LGMRecConfig, build
 
 SPEC = get_model_spec("lgmrec")
@@ -240,3 +241,41 @@ def test_the_hcl_buffer_never_serves_two_pending_backwards(tiny_data):
     assert model._scratch and not any(s.lent for s in model._scratch.values())
     model.eval()
     assert not model._scratch
+
+
+def _intel_cpu() -> bool:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return "GenuineIntel" in info.read(4096)
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("shape", [(1000, 4), (7, 256)])
+def test_gumbel_noise_is_the_noise_of_f_gumbel_softmax(shape):
+    """The vectorised sampler draws torch's own numbers (exponential_ is serial on every CPU) and
+    leaves the generator where F.gumbel_softmax leaves it."""
+    logits = torch.randn(shape[1], shape[0]).T  # non-contiguous, as the split views in the model
+    torch.manual_seed(3)
+    expected = F.gumbel_softmax(logits, tau=0.2, dim=1), torch.rand(3)
+    torch.manual_seed(3)
+    actual = torch.softmax((logits + lgmrec_module.gumbel_noise(logits)) / 0.2, dim=1), torch.rand(3)
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("keep_rate", [0.1, 0.3, 0.5, 0.9, 1.0])
+def test_dropout_is_f_dropout(keep_rate):
+    """Entries are 0 or x / keep_rate, about keep_rate of them kept; and where torch's bernoulli_
+    is its serial kernel (not on Intel CPUs, where it uses MKL's generator), exactly F.dropout's."""
+    x = torch.rand(4000, 4) + 0.5
+    torch.manual_seed(4)
+    ours = lgmrec_module.dropout(x, keep_rate, training=True)
+    kept = ours != 0
+    torch.testing.assert_close(ours[kept], x[kept] / keep_rate, rtol=1e-6, atol=0)
+    assert abs(kept.double().mean().item() - keep_rate) < 0.03
+    assert lgmrec_module.dropout(x, keep_rate, training=False) is x
+    if _intel_cpu():
+        pytest.skip("torch's CPU bernoulli_ draws from MKL on Intel CPUs: the same law, other numbers")
+    torch.manual_seed(4)
+    assert torch.equal(ours, F.dropout(x, 1.0 - keep_rate))

@@ -1,9 +1,8 @@
 """LGMRec's training loss and gradients against an independent re-derivation of the spec.
 
 ``shared/spec/lgmrec-model.md`` restated with dense float64 tensors (nothing of the model is
-called but its parameters), with the model's random draws fixed: ``torch.nn.functional``'s
-``gumbel_softmax`` and ``dropout`` are replaced by versions that draw from a seeded generator and
-record (input, draw). The re-derivation looks each draw up by the VALUE of its own input (the
+called but its parameters), with the model's random draws fixed: its ``gumbel_noise`` and
+``dropout`` are replaced by versions that draw from a seeded generator and record (input, draw). The re-derivation looks each draw up by the VALUE of its own input (the
 logits it computed, the assignment it is about to drop out), so it depends neither on the order in
 which the model draws nor on its internal names; a draw it cannot find means the model fed
 something else into the noise than the spec says.
@@ -22,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lgmrec.models import lgmrec as lgmrec_module
 from lgmrec.models.lgmrec import LGMRecConfig, build
 
 TAU = 0.2
@@ -40,14 +40,18 @@ class FixedDraws:
         self.gumbel: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, noise)
         self.dropout: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, scaled keep mask)
 
-    def gumbel_softmax(self, logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
-        assert not hard
+    def gumbel_noise(self, logits):
         uniform = torch.rand(logits.shape, generator=self.generator, dtype=torch.float64).clamp_min(1e-12)
         noise = -torch.log(-torch.log(uniform))  # standard Gumbel
         self.gumbel.append((logits.detach().double().clone(), noise))
-        return torch.softmax((logits + noise.to(logits.dtype)) / tau, dim=dim)
+        return noise.to(logits.dtype)
 
-    def dropout_fn(self, input, p=0.5, training=True, inplace=False):
+    def patch(self, monkeypatch):
+        monkeypatch.setattr(lgmrec_module, "gumbel_noise", self.gumbel_noise)
+        monkeypatch.setattr(lgmrec_module, "dropout", self.dropout_fn)
+
+    def dropout_fn(self, input, keep_rate, training):
+        p = 1.0 - keep_rate
         if not training or p == 0:
             return input
         keep = (torch.rand(input.shape, generator=self.generator, dtype=torch.float64) >= p).double() / (1 - p)
@@ -150,8 +154,9 @@ def batch(data, seed: int):
 
 @pytest.mark.parametrize("hyperedge_bug", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_loss_and_gradients_match_the_spec(tiny_data, monkeypatch, hyperedge_bug, seed):
-    cfg = dataclasses.replace(LGMRecConfig(), **CONFIG, hyperedge_bug=hyperedge_bug)
+@pytest.mark.parametrize("n_mm_layers", [2, 1, 0])  # the loss cuts the last MGE layer to its rows
+def test_loss_and_gradients_match_the_spec(tiny_data, monkeypatch, hyperedge_bug, seed, n_mm_layers):
+    cfg = dataclasses.replace(LGMRecConfig(), **{**CONFIG, "n_mm_layers": n_mm_layers}, hyperedge_bug=hyperedge_bug)
     torch.manual_seed(seed)
     model = build(tiny_data, cfg)
     model.train()
@@ -159,8 +164,7 @@ def test_loss_and_gradients_match_the_spec(tiny_data, monkeypatch, hyperedge_bug
     assert len(torch.unique(users)) < BATCH and len(torch.unique(pos)) < BATCH  # repeated ids
 
     draws = FixedDraws(seed=100 + seed)
-    monkeypatch.setattr(torch.nn.functional, "gumbel_softmax", draws.gumbel_softmax)
-    monkeypatch.setattr(torch.nn.functional, "dropout", draws.dropout_fn)
+    draws.patch(monkeypatch)
     loss = model.loss(users, pos, neg)
     loss.backward()
     monkeypatch.undo()
@@ -190,8 +194,7 @@ def test_the_reference_uses_the_draws_the_model_made(tiny_data, monkeypatch):
     model.train()
     users, pos, neg = batch(tiny_data, 0)
     draws = FixedDraws(seed=7)
-    monkeypatch.setattr(torch.nn.functional, "gumbel_softmax", draws.gumbel_softmax)
-    monkeypatch.setattr(torch.nn.functional, "dropout", draws.dropout_fn)
+    draws.patch(monkeypatch)
     loss = model.loss(users, pos, neg).item()
     monkeypatch.undo()
     leaves = {name: p.detach().double() for name, p in model.named_parameters()}
