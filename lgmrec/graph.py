@@ -120,16 +120,17 @@ class _ConstantSpMM(torch.autograd.Function):
         return None, sparse_product(transposed, grad), None
 
 
-def spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``matrix @ dense`` for a sparse CSR ``matrix``; fast backward when the matrix is constant."""
+def spmm(matrix: torch.Tensor, dense: torch.Tensor, transposed: torch.Tensor | None = None) -> torch.Tensor:
+    """``matrix @ dense`` for a sparse CSR ``matrix``; fast backward when the matrix is constant,
+    through ``transposed`` (its CSR transpose) when given, else a cached one."""
     if matrix.requires_grad or matrix.layout != torch.sparse_csr or not dense.requires_grad:
         return sparse_product(matrix, dense)
-    return _ConstantSpMM.apply(matrix, dense, None)
+    return _ConstantSpMM.apply(matrix, dense, transposed)
 
 
 def symmetric_spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``matrix @ dense`` for a constant symmetric sparse ``matrix`` (its own transpose)."""
-    return _ConstantSpMM.apply(matrix, dense, matrix) if dense.requires_grad else sparse_product(matrix, dense)
+    return spmm(matrix, dense, transposed=matrix)
 
 
 class SparseRows:
@@ -155,9 +156,7 @@ class SparseRows:
                                   self.matrix.crow_indices().numpy()), shape=self.matrix.shape)
             sub = full[self.rows.numpy()]
             self.sub, self.sub_t = to_torch(sub), to_torch(sub.T)
-        if not dense.requires_grad:
-            return sparse_product(self.sub, dense)
-        return _ConstantSpMM.apply(self.sub, dense, self.sub_t)
+        return spmm(self.sub, dense, transposed=self.sub_t)
 
 
 def edge_normalization(edges: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:

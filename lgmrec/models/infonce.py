@@ -73,10 +73,9 @@ class _WeightedSoftmaxNCE(torch.autograd.Function):
         memory = scratch.take(len(anchor), len(candidates), anchor) if scratch is not None else None
         exps = memory if memory is not None else anchor.new_empty(len(anchor), len(candidates))
         anchor_log2 = anchor * _LOG2_E  # exp(a . c) == exp2((log2(e) a) . c)
-        rows = _NCE_BLOCK_BYTES // (len(candidates) * exps.element_size())
-        if anchor.device.type != "cpu":
-            rows = len(anchor)  # one product: the GPU needs no cache blocking
-        rows = max(1, rows)
+        # blocks of rows on CPU; one product on the GPU, which needs no cache blocking
+        on_cpu = anchor.device.type == "cpu"
+        rows = max(1, _NCE_BLOCK_BYTES // (len(candidates) * exps.element_size()) if on_cpu else len(anchor))
         sums = anchor.new_empty(len(anchor))
         candidates_t = candidates.T  # views made once: a full-scale CPU step has ~100 blocks
         for anchor_block, block, block_sums in zip(anchor_log2.split(rows), exps.split(rows), sums.split(rows)):

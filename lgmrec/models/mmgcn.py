@@ -247,8 +247,8 @@ class MMGCN(Recommender):
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         emb = self.forward()
-        u = emb.users.index_select(0, users)
-        total = bpr_loss(u, emb.items.index_select(0, pos_items), emb.items.index_select(0, neg_items))
+        u = rows_of(emb.users, users)
+        total = bpr_loss(u, rows_of(emb.items, pos_items), rows_of(emb.items, neg_items))
         batch_items = torch.cat([pos_items, neg_items]) + self.n_users
         reg = rows_of(self.id_embedding, users).pow(2).mean() + rows_of(self.id_embedding, batch_items).pow(2).mean()
         if "image" in self.gcn:  # upstream regularises the image (v_gcn) preferences only
