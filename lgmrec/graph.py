@@ -44,13 +44,6 @@ def normalized_adjacency(interactions: sp.csr_matrix) -> sp.csr_matrix:
     return symmetric_normalize(bipartite_adjacency(interactions))
 
 
-def normalized_blocks(interactions: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """The two non-zero blocks of ``Ahat = [[0, B], [B^T, 0]]``: ``(B, B^T)``, the same values."""
-    n_users = interactions.shape[0]
-    adjacency = normalized_adjacency(interactions)
-    return adjacency[:n_users, n_users:].tocsr(), adjacency[n_users:, :n_users].tocsr()
-
-
 def row_mean_operator(interactions: sp.csr_matrix) -> sp.csr_matrix:
     """``R`` with each row divided by its sum plus 1e-7: ``op @ F`` averages a user's items."""
     degree = np.asarray(interactions.sum(axis=1)).ravel() + DEGREE_EPS
@@ -145,8 +138,8 @@ class SparseRows:
     gradient ``matrix[rows]^T @ G``, for the cost of those rows' entries only.
 
     A training batch touches a few thousand of the graph's nodes; LGMRec's loss needs only their
-    rows of the last modality layer (full-scale Baby-like: 30 % of the entries of ``B`` and ``B^T``,
-    ~0.5 against 1.8 ms per product and as much in the backward, the same bits). On CPU the rows and their transpose
+    rows of the last modality layer (full-scale Baby-like: 30 % of the entries, ~0.5 against 1.8 ms
+    per product and as much in the backward, the same bits). On CPU the rows and their transpose
     are cut with scipy (~0.6 ms, shared by every product of a step); elsewhere ``product`` is the
     full product's rows."""
 
@@ -211,18 +204,4 @@ def propagate(matrix: torch.Tensor, embeddings: torch.Tensor, n_layers: int) -> 
     layers = [embeddings]
     for _ in range(n_layers):
         layers.append(spmm(matrix, layers[-1]))
-    return layers
-
-
-def propagate_bipartite(
-    user_item: torch.Tensor, item_user: torch.Tensor, users: torch.Tensor, items: torch.Tensor, n_layers: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`propagate` over ``Ahat = [[0, B], [B^T, 0]]`` given as its blocks ``B`` (``user_item``)
-    and ``B^T``, on (users, items) pairs: ``Ahat [U; I] = [B I; B^T U]``. Each row is the same sum
-    in the same order as with ``Ahat`` (the same bits), without concatenating the node matrices or
-    slicing them apart again (forward, and zero-filled gradients backward)."""
-    layers = [(users, items)]
-    for _ in range(n_layers):
-        users, items = spmm(user_item, items, transposed=item_user), spmm(item_user, users, transposed=user_item)
-        layers.append((users, items))
     return layers

@@ -64,22 +64,3 @@ def test_sparse_rows_are_the_full_products_rows_with_the_same_gradient_bits():
     assert torch.equal(ours, full) and torch.equal(ours_grad, x.grad)
     assert cut.sub.shape == (len(rows), 500) and cut.sub_t.shape == (500, len(rows))
     assert torch.equal(cut.product(x.detach()), full.detach())  # outside autograd too
-
-
-def test_bipartite_propagation_gives_the_bits_of_propagation_over_ahat():
-    R = sp.random(40, 25, density=0.15, format="csr", random_state=2, dtype=np.float32)
-    R.data[:] = 1
-    ahat = graph.to_torch(graph.normalized_adjacency(R))
-    user_item, item_user = map(graph.to_torch, graph.normalized_blocks(R))
-    users, items = torch.randn(40, 6, requires_grad=True), torch.randn(25, 6, requires_grad=True)
-    nodes = torch.cat([users, items])
-    upstream = torch.randn(65, 6)
-    full = graph.propagate(ahat, nodes, 2)
-    (full[1] + full[2]).backward(upstream)
-    expected_grads = users.grad, items.grad
-    users.grad = items.grad = None
-    pairs = graph.propagate_bipartite(user_item, item_user, users, items, 2)
-    (torch.cat(pairs[1]) + torch.cat(pairs[2])).backward(upstream)
-    for layer, pair in zip(full, pairs):
-        assert torch.equal(layer, torch.cat(pair))
-    assert torch.equal(users.grad, expected_grads[0]) and torch.equal(items.grad, expected_grads[1])

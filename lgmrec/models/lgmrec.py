@@ -26,9 +26,6 @@ of torch's serial samplers, see :func:`gumbel_noise`), so runs stay reproducible
 - HCL sums over a batch's DISTINCT ids weighted by their counts (a 2048-row batch repeats ids;
   sum over rows == count-weighted sum over ids), through :func:`.infonce.summed_info_nce`, which
   keeps only the matrix of exponentials and differentiates with the two products it needs;
-- graphs propagate (users, items) pairs through the two blocks of ``Ahat = [[0, B], [B^T, 0]]``
-  (:func:`.graph.propagate_bipartite`, the same sums): no node matrix is concatenated, nor sliced
-  apart again (which zero-fills its gradient);
 - the loss fuses only the batch's rows (fusion is row-wise), computes the last MGE layer for those
   rows only (:class:`.graph.SparseRows`), and LightGCN's layer mean is a sum;
 - row normalisation has a fused backward (:func:`.base.normalize_rows`) and the hyperedge softmax
@@ -157,14 +154,12 @@ class LGMRec(Recommender):
         n_users: int,
         n_items: int,
         interactions: torch.Tensor,
-        user_item: torch.Tensor,
-        item_user: torch.Tensor,
+        norm_adjacency: torch.Tensor,
         features: dict[str, torch.Tensor],
         config: LGMRecConfig,
     ):
-        """``interactions``: sparse R (n_users x n_items); ``user_item`` and ``item_user``: the
-        blocks ``B`` and ``B^T`` of ``Ahat = [[0, B], [B^T, 0]]``; ``features``: frozen
-        ``(n_items, dim_m)`` tables in anchor-first order."""
+        """``interactions``: sparse R (n_users x n_items); ``norm_adjacency``: Ahat over users then
+        items; ``features``: frozen ``(n_items, dim_m)`` tables in anchor-first order."""
         super().__init__()
         if not features:
             raise ConfigError("LGMRec needs at least one modality")
@@ -174,7 +169,7 @@ class LGMRec(Recommender):
         self.config = config
         self.modalities = list(features)
         self.forward_per_eval_batch = config.eval_mode == "official"
-        for name, matrix in (("interactions", interactions), ("user_item", user_item), ("item_user", item_user)):
+        for name, matrix in (("interactions", interactions), ("norm_adjacency", norm_adjacency)):
             self.register_buffer(name, matrix, persistent=False)
         ones = torch.ones(n_items, 1, dtype=interactions.dtype, device=interactions.device)
         degree = torch.sparse.mm(interactions, ones) if n_items else ones.new_zeros(n_users, 1)
@@ -225,39 +220,31 @@ class LGMRec(Recommender):
             f_users = f_users * self.inverse_degree
         return f_items, f_users, z_items, z_users
 
-    def _propagate(self, users: torch.Tensor, items: torch.Tensor, n_layers: int) -> list[tuple[torch.Tensor, ...]]:
-        return graph.propagate_bipartite(self.user_item, self.item_user, users, items, n_layers)
-
-    def collaborative(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """E_cge of (users, items): LightGCN's layer mean."""
-        users, items = self.user_embedding, self.item_embedding
-        if self.config.cf_model == "mf" or self.config.n_ui_layers == 0:
-            return users, items
-        layers = self._propagate(users, items, self.config.n_ui_layers)
-        # the layers' mean summed in place: no stacked (L + 1) x n x d copy, one buffer per side
-        means = []
-        for side in (0, 1):
-            mean = layers[0][side] + layers[1][side]
-            for layer in layers[2:]:
-                mean += layer[side]
-            means.append(mean.div_(len(layers)))
-        return means[0], means[1]
+    def collaborative(self) -> torch.Tensor:
+        ego = torch.cat([self.user_embedding, self.item_embedding])
+        if self.config.cf_model == "mf":
+            return ego
+        layers = graph.propagate(self.norm_adjacency, ego, self.config.n_ui_layers)
+        if len(layers) == 1:
+            return ego
+        # the layers' mean summed in place: no stacked (L + 1) x n x d copy, one buffer
+        mean = layers[0] + layers[1]
+        for layer in layers[2:]:
+            mean += layer
+        return mean.div_(len(layers))
 
     def modality_graph(
-        self, item_features: torch.Tensor, user_features: torch.Tensor,
-        rows: tuple[graph.SparseRows, graph.SparseRows] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """MGE's last layer (only it, as upstream) as (users, items), of every node or only of
-        ``rows``, the (users, items) :class:`~.graph.SparseRows` of ``B`` and ``B^T``: the loss
-        needs its batch's rows, whose last product then costs only their entries."""
+        self, item_features: torch.Tensor, user_features: torch.Tensor, rows: graph.SparseRows | None = None
+    ) -> torch.Tensor:
+        """MGE's last layer (only it, as upstream), of every node or of ``rows`` only: the loss needs
+        its batch's rows, whose last product then costs only their entries."""
+        features = torch.cat([user_features, item_features])
         n_layers = self.config.n_mm_layers
         if rows is None:
-            return self._propagate(user_features, item_features, n_layers)[-1]
-        user_rows, item_rows = rows
+            return graph.propagate(self.norm_adjacency, features, n_layers)[-1]
         if n_layers == 0:
-            return rows_of(user_features, user_rows.rows), rows_of(item_features, item_rows.rows)
-        users, items = self._propagate(user_features, item_features, n_layers - 1)[-1]
-        return user_rows.product(items), item_rows.product(users)
+            return rows_of(features, rows.rows)
+        return rows.product(graph.propagate(self.norm_adjacency, features, n_layers - 1)[-1])
 
     def hyperedge_assignments(
         self, logits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -287,11 +274,11 @@ class LGMRec(Recommender):
             result[second] = (result[second][0], user_logits[second])
         return result
 
-    def _parts(self, mge_rows: tuple[graph.SparseRows, graph.SparseRows] | None = None) -> tuple[
-        tuple[torch.Tensor, torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]], dict[str, tuple[torch.Tensor, torch.Tensor]]
-    ]:
-        """Everything before the fusion, each as (users, items): E_cge, the E_m of MGE (all rows, or
-        ``mge_rows`` only), and per modality (U_m, Y_m) of GHE."""
+    def _parts(
+        self, mge_rows: graph.SparseRows | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Everything before the fusion: E_cge, the E_m of MGE (all rows, or ``mge_rows`` only), and
+        per modality (U_m, Y_m) of GHE."""
         cfg = self.config
         inputs = {m: self.modality_inputs(m) for m in self.modalities}
         assignments = (
@@ -300,10 +287,11 @@ class LGMRec(Recommender):
         )
         cge = self.collaborative()
         mge = [self.modality_graph(f_i, f_u, mge_rows) for f_i, f_u, _, _ in inputs.values()] if cfg.use_mge else []
+        items0 = cge[self.n_users:]
         hyper = {
             m: hypergraph_propagate(
                 dropout(item_h, cfg.keep_rate, self.training), dropout(user_h, cfg.keep_rate, self.training),
-                cge[1], cfg.n_hyper_layer
+                items0, cfg.n_hyper_layer
             )
             for m, (item_h, user_h) in assignments.items()
         }
@@ -321,33 +309,22 @@ class LGMRec(Recommender):
 
     def forward(self) -> Embeddings:
         cge, mge, hyper = self._parts()
-        fused = [
-            self._fuse(cge[side], [e[side] for e in mge], _total(h[side] for h in hyper.values()) if hyper else None)
-            for side in (0, 1)
-        ]
-        return Embeddings(*fused)
+        ghe = _total(torch.cat(pair) for pair in hyper.values()) if hyper else None
+        users, items = self._fuse(cge, mge, ghe).split([self.n_users, self.n_items])
+        return Embeddings(users, items)
 
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         cfg = self.config
         batch = len(users)
-        items = torch.cat([pos_items, neg_items])
-        (user_ids, user_position), (item_ids, item_position) = (
-            torch.unique(ids, return_inverse=True) for ids in (users, items)
-        )
-        rows = (graph.SparseRows(self.user_item, user_ids), graph.SparseRows(self.item_user, item_ids))
-        cge, mge, hyper = self._parts(rows)
-
-        def batch_rows(user_table, item_table, by_position=False):
-            """The batch's rows (users, then positive and negative items) of a (users, items) pair."""
-            if by_position:
-                return torch.cat([rows_of(user_table, user_position), rows_of(item_table, item_position)])
-            return torch.cat([rows_of(user_table, users), rows_of(item_table, items)])
-
+        rows = torch.cat([users, pos_items + self.n_users, neg_items + self.n_users])
+        distinct, position = torch.unique(rows, return_inverse=True)
+        cge, mge, hyper = self._parts(graph.SparseRows(self.norm_adjacency, distinct))
         ghe = None
         if hyper:
-            ghe = batch_rows(_total(u for u, _ in hyper.values()), _total(y for _, y in hyper.values()))
-        mge_rows = [batch_rows(*e, by_position=True) for e in mge]
-        u, p, n = self._fuse(batch_rows(*cge), mge_rows, ghe).split(batch)
+            items = torch.cat([pos_items, neg_items])
+            ghe = torch.cat([rows_of(_total(u for u, _ in hyper.values()), users),
+                             rows_of(_total(y for _, y in hyper.values()), items)])
+        u, p, n = self._fuse(rows_of(cge, rows), [rows_of(e, position) for e in mge], ghe).split(batch)
         total = bpr_loss(u, p, n)
         total = total + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / batch
         if cfg.use_hcl and len(hyper) >= 2 and cfg.cl_weight > 0:
@@ -378,13 +355,11 @@ def build(data: InteractionData, config: LGMRecConfig) -> LGMRec:
             f"modalities {missing} not in dataset {data.name} (has {', '.join(data.modalities)})"
         )
     R = data.train_matrix
-    user_item, item_user = (graph.to_torch(block) for block in graph.normalized_blocks(R))
     return LGMRec(
         data.n_users,
         data.n_items,
         interactions=graph.to_torch(R),
-        user_item=user_item,
-        item_user=item_user,
+        norm_adjacency=graph.to_torch(graph.normalized_adjacency(R)),
         features={m: torch.from_numpy(data.features[m]) for m in modalities},
         config=config,
     )

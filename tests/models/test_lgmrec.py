@@ -72,8 +72,8 @@ def test_parameter_counts_of_the_paper_datasets(dataset, n_users, n_items, expec
     config = resolve_model_config(SPEC, dataset)  # official-log preset: A differs per dataset
     empty = lambda r, c: graph.to_torch(sp.csr_matrix((r, c), dtype=np.float32))  # noqa: E731
     features = {"image": torch.zeros(1, 4096).expand(n_items, -1), "text": torch.zeros(1, 384).expand(n_items, -1)}
-    blocks = empty(n_users, n_items), empty(n_items, n_users)
-    model = LGMRec(n_users, n_items, empty(n_users, n_items), *blocks, features, config)
+    n_nodes = n_users + n_items
+    model = LGMRec(n_users, n_items, empty(n_users, n_items), empty(n_nodes, n_nodes), features, config)
     assert model.trainable_parameter_count() == expected
 
 

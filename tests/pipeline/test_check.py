@@ -129,7 +129,6 @@ def test_a_real_regression_falls_outside_the_committed_tolerances(tmp_path, monk
         monkeypatch.setattr(bpr, "bpr_loss", lambda u, p, n: -torch.sigmoid((u * p).sum(1) - (u * n).sum(1)).mean())
     else:
         monkeypatch.setattr(lgmrec_module.LGMRec, "modality_graph",
-                            lambda self, *args: (torch.zeros(self.n_users, self.config.embedding_dim),
-                                                 torch.zeros(self.n_items, self.config.embedding_dim)))
+                            lambda self, *args: torch.zeros(self.n_users + self.n_items, self.config.embedding_dim))
     code, out = _check_one(tmp_path / "broken", dataset, model)
     assert code == 1 and "MISS" in out, out
