@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .grids import Profile, RunSpec, get_profile, plan, replication_specs, unit_specs, units
+from .grids import Profile, RunSpec, WorkUnit, get_profile, plan, replication_specs, unit_specs, units
 from .resolve import resolve_run
 from .results import ResultStore, records_frame, setting_key
 from .tuning import TuningChoice, choose
@@ -120,17 +120,24 @@ def _latest(records: pd.DataFrame) -> dict:
         "test": {"recall@20": row.get("recall@20")}} for row in latest.to_dict("records")}
 
 
+def planned_unit_runs(profile: Profile, unit: WorkUnit) -> int:
+    """Runs of one unit, counting a tuned model's seeds before its point is known (its tuning-seed
+    run is then one of the tuning runs)."""
+    specs = unit_specs(profile, unit)
+    if unit.experiment == "overall" and profile.is_tuned(unit.model):
+        return len(specs) + len([s for s in profile.seeds if s != profile.tuning_seed])
+    return len(specs)
+
+
 def planned_run_count(profile: str | Profile, only=None) -> int:
-    """Distinct runs of the profile (``only``: some experiments), counting a tuned model's seeds
-    before its point is known (its tuning-seed run is then one of the grid's)."""
+    """Distinct runs of the profile (``only``: some experiments); see :func:`planned_unit_runs`."""
     profile = get_profile(profile)
     distinct, count = set(), 0
     for unit in units(profile, only):
-        specs = unit_specs(profile, unit)
         if unit.experiment == "overall" and profile.is_tuned(unit.model):
-            count += len(specs) + len([s for s in profile.seeds if s != profile.tuning_seed])
+            count += planned_unit_runs(profile, unit)
             continue
-        distinct |= {(spec_setting_key(profile, s), s.seed) for s in specs}
+        distinct |= {(spec_setting_key(profile, s), s.seed) for s in unit_specs(profile, unit)}
     return count + len(distinct)
 
 

@@ -237,7 +237,13 @@ class _Scheduler:
 
     def __init__(self, profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
                  tracker: Progress):
+        from .collect import planned_unit_runs
+
         self.profile, self.store, self.options, self.tracker = profile, store, options, tracker
+        # units with the most runs first, so that no long unit starts last while the other workers
+        # idle (the embedded profile's unit times, two workers: 28.4 against 28.8 min in the order
+        # of `units`, which stays the book's order)
+        work = sorted(work, key=lambda unit: -planned_unit_runs(profile, unit))
         self.waiting = collections.deque((unit, 1, 0.0) for unit in work)  # (unit, attempt, not before)
         self.failures: list[str] = []
         self.logs = store.root / profile.name / "logs"

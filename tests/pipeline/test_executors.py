@@ -229,3 +229,19 @@ def test_a_unit_that_ends_leaving_runs_nobody_trains_is_retried_then_given_up(tm
     scheduler.finished(_Attempt(unit, 2, tmp_path / "log"), None)
     assert not scheduler.waiting and len(scheduler.failures) == 1
     assert "gave up after 2 attempts" in scheduler.failures[0] and "no process is training them" in scheduler.failures[0]
+
+
+def test_the_scheduler_starts_the_units_with_the_most_runs_first(tmp_path):
+    from lgmrec.collect import planned_run_count, planned_unit_runs
+    from lgmrec.executors import Progress, _Scheduler
+    from lgmrec.grids import get_profile, units
+
+    profile = get_profile("embedded")
+    work = units(profile)
+    store = ResultStore(tmp_path)
+    scheduler = _Scheduler(profile, work, store, GridOptions(), Progress(profile, store, 1, 0, False))
+    queued = [unit for unit, attempt, _ in scheduler.waiting]
+    sizes = [planned_unit_runs(profile, unit) for unit in queued]
+    assert sorted(queued, key=lambda u: u.key) == sorted(work, key=lambda u: u.key)  # every unit, once
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+    assert sum(sizes) >= planned_run_count(profile)  # a run shared by two units counts in each
