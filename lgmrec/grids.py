@@ -156,7 +156,7 @@ def embedded_sensitivity() -> dict[str, tuple]:
 PROFILES: dict[str, Profile] = {
     "embedded": Profile(
         name="embedded",
-        description="the protocol unchanged on three small synthetic presets (within 30 minutes on 2 CPU cores)",
+        description="the protocol unchanged on three small synthetic presets (sized for about 30 minutes on 2 CPU cores)",
         data="synthetic",
         datasets=("synth-baby-mini", "synth-sports-mini", "synth-clothing-mini"),
         seeds=PAPER_SEEDS,

@@ -54,7 +54,7 @@ PRESETS: dict[str, SyntheticPreset] = {
     "synth-sports-small": SyntheticPreset(image_dim=1024, n_users=2_200, n_items=1_300, mean_interactions=8.5),
     "synth-clothing-small": SyntheticPreset(image_dim=1024, n_users=2_400, n_items=1_500, mean_interactions=7.2),
     # the embedded default (``nox -s reproduce``): small enough for the whole protocol-faithful
-    # experiment within 30 minutes on 2 CPU cores; items per user as in the real sets, features
+    # experiment in about 30 minutes on 2 CPU cores; items per user as in the real sets, features
     # in the real 4096 : 384 ratio (README, "The embedded default data is synthetic")
     "synth-baby-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=800, n_items=400, mean_interactions=8.4),
     "synth-sports-mini": SyntheticPreset(image_dim=512, text_dim=48, n_users=800, n_items=420, mean_interactions=8.5),
