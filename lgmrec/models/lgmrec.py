@@ -136,8 +136,9 @@ def dropout(x: torch.Tensor, keep_rate: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return torch.nn.functional.dropout(x, p)
-    keep = torch.empty(x.shape, dtype=torch.float64).uniform_() < 1 - p
-    return x * keep.to(x.dtype).div_(1 - p)
+    kept = 1 - p  # as torch computes it from p, which may differ from keep_rate in the last bit
+    keep = torch.empty(x.shape, dtype=torch.float64).uniform_() < kept
+    return x * keep.to(x.dtype).div_(kept)
 
 
 def softmax_rows(logits: torch.Tensor) -> torch.Tensor:
