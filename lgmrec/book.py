@@ -35,6 +35,7 @@ from .grids import get_profile
 from .report.context import PROFILE_ENV
 from .report.display import DOWNLOADS_ENV
 from .results import RESULTS_ENV, ResultStore
+from .worker import KERNEL_SHUTDOWN
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 MATHJAX_FILE = "tex-svg-full.js"  # SVG output: one self-contained script, no web fonts to load
@@ -229,7 +230,7 @@ def execute_notebooks(paths: list[Path], env: dict, workers: int = 2,
         async with semaphore:
             notebook = nbformat.read(path, as_version=4)
             client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=False,
-                                    resources={"metadata": {"path": str(path.parent)}})
+                                    shutdown_kernel=KERNEL_SHUTDOWN, resources={"metadata": {"path": str(path.parent)}})
             start = time.perf_counter()
             try:
                 await client.async_execute(env=env)
