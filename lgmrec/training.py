@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.adam import adam as adam_kernel
 from tqdm import tqdm
 
 from .config import TrainConfig, asdict
@@ -194,16 +195,49 @@ def train_model(
     return result
 
 
-def make_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Adam:
-    # fused: one kernel for all parameters (Adam's arithmetic; equal to the loop to the last bits)
-    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+class FusedAdam:
+    """``torch.optim.Adam(params, lr, weight_decay=..., fused=True)`` without the class: the same
+    kernel (``torch.optim.adam.adam``, which the class's ``step`` calls) on the same lazily created
+    state, so the updates are the same bits (tested). Why: constructing ``torch.optim.Adam`` imports
+    ``torch._dynamo`` (~1.2 s, paid by every unit's kernel of a grid) and each of its steps passes
+    dynamo's guards. ``lr`` is set by the trainer, epoch by epoch."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        with_grad = [p for p in self.params if p.grad is not None]  # as the class: others are skipped
+        for p in with_grad:
+            if p not in self.state:  # step (float32 for the fused kernel), first and second moments
+                self.state[p] = (torch.zeros((), dtype=torch.float32, device=p.device),
+                                 torch.zeros_like(p, memory_format=torch.preserve_format),
+                                 torch.zeros_like(p, memory_format=torch.preserve_format))
+        steps, means, squares = zip(*(self.state[p] for p in with_grad)) if with_grad else ((), (), ())
+        adam_kernel(with_grad, [p.grad for p in with_grad], list(means), list(squares), [], list(steps),
+                    fused=True, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
+                    weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+
+
+def make_optimizer(model: Recommender, cfg: TrainConfig) -> FusedAdam:
+    # fused: one kernel for all parameters (Adam's arithmetic; equal to torch's loop to the last bits)
+    return FusedAdam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Epoch ``epoch``'s (from 1) learning rate: what ``LambdaLR`` with
+    ``lambda e: lr_decay ** (e / lr_decay_epochs)`` gives after ``epoch - 1`` scheduler steps."""
+    return cfg.learning_rate * cfg.lr_decay ** ((epoch - 1) / cfg.lr_decay_epochs)
 
 
 def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResult, device, quiet) -> None:
     optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: cfg.lr_decay ** (epoch / cfg.lr_decay_epochs)
-    )
     sampler = NegativeSampler(data)
     train_pairs = torch.from_numpy(data.splits["train"])
     best_score, stale_epochs = -math.inf, 0
@@ -218,25 +252,25 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
         model.on_epoch_start(epoch)
         pairs = train_pairs[torch.randperm(len(train_pairs), generator=generator)]
         negatives = sampler.sample(pairs[:, 0], generator)
-        total_loss, learning_rate = 0.0, optimizer.param_groups[0]["lr"]
+        total_loss = 0.0
+        optimizer.lr = learning_rate(cfg, epoch)
         for begin in range(0, len(pairs), cfg.batch_size):
             users = pairs[begin: begin + cfg.batch_size, 0].to(device)
             positives = pairs[begin: begin + cfg.batch_size, 1].to(device)
             loss = model.loss(users, positives, negatives[begin: begin + cfg.batch_size].to(device))
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"training loss is {loss.item()} at epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total_loss += loss.item()
-        scheduler.step()
         epoch_seconds.append(time.perf_counter() - start)
 
         valid = evaluate(model, data, "valid", cfg.topk, cfg.eval_batch_users)
         eval_seconds.append(valid.seconds)
         score = valid.means[cfg.valid_metric]
         result.history.append(
-            {"epoch": epoch, "loss": total_loss, "learning_rate": learning_rate, cfg.valid_metric: score}
+            {"epoch": epoch, "loss": total_loss, "learning_rate": optimizer.lr, cfg.valid_metric: score}
         )
         result.epochs_run = epoch
         if round(score, cfg.stopping_decimals) > round(best_score, cfg.stopping_decimals):

@@ -146,7 +146,7 @@ def time_steps(data, model_name: str, model_config, train_config, device, n_step
 
     def step(i: int) -> None:
         loss = model.loss(*batches[i % len(batches)])
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lgmrec.config import TrainConfig
-from lgmrec.training import NegativeSampler, train_model
+from lgmrec.training import FusedAdam, NegativeSampler, learning_rate, train_model
 
 
 def test_negatives_come_from_the_training_pool_and_avoid_positives(tiny_data):
@@ -68,6 +68,34 @@ def test_model_training_defaults_and_learning_rate_decay(tiny_data):
     config = TrainConfig(max_epochs=3, patience=5, lr_decay=0.5, lr_decay_epochs=1, device="cpu")
     result = train_model(tiny_data, "bpr", train_config=config, seed=0)
     assert [h["learning_rate"] for h in result.history] == [1e-3, 5e-4, 2.5e-4]
+
+
+def test_the_optimizer_updates_as_torch_fused_adam_and_the_rate_decays_as_lambda_lr():
+    """FusedAdam (no torch._dynamo import) against torch.optim.Adam(fused=True) + LambdaLR: the same
+    bits over steps where the rate changes, one parameter gets no gradient at first, weight decay."""
+    generator = torch.Generator().manual_seed(0)
+    initial = [torch.randn(7, 3, generator=generator), torch.randn(5, generator=generator)]
+    ours = [torch.nn.Parameter(t.clone()) for t in initial]
+    theirs = [torch.nn.Parameter(t.clone()) for t in initial]
+    config = TrainConfig(learning_rate=0.01, weight_decay=0.1, lr_decay=0.5, lr_decay_epochs=2, device="cpu")
+    optimizer = FusedAdam(ours, lr=config.learning_rate, weight_decay=config.weight_decay)
+    reference = torch.optim.Adam(theirs, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(reference, lambda e: config.lr_decay ** (e / config.lr_decay_epochs))
+    for epoch in range(1, 6):
+        optimizer.lr = learning_rate(config, epoch)
+        assert optimizer.lr == reference.param_groups[0]["lr"]
+        grads = [torch.randn(t.shape, generator=generator) for t in initial]
+        for params in (ours, theirs):
+            for p, g in zip(params, grads):
+                p.grad = g.clone() if epoch > 1 or p.dim() == 2 else None
+        optimizer.step()
+        reference.step()
+        schedule.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    assert not torch.equal(ours[1], initial[1]) and optimizer.state[ours[1]][0].item() == 4  # 4 updates
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in ours)
 
 
 def test_a_diverging_run_is_reported_as_failed(tiny_data, monkeypatch):
