@@ -321,11 +321,15 @@ class LGMRec(Recommender):
         distinct, position = torch.unique(rows, return_inverse=True)
         cge, mge, hyper = self._parts(graph.SparseRows(self.norm_adjacency, distinct))
         ghe = None
-        if hyper:
-            items = torch.cat([pos_items, neg_items])
-            ghe = torch.cat([rows_of(_total(u for u, _ in hyper.values()), users),
-                             rows_of(_total(y for _, y in hyper.values()), items)])
-        u, p, n = self._fuse(rows_of(cge, rows), [rows_of(e, position) for e in mge], ghe).split(batch)
+        if hyper:  # the distinct rows' E_ghe: user rows first (``distinct`` is sorted), then item rows
+            n_distinct_users = int(torch.searchsorted(distinct, self.n_users))
+            d_users, d_items = distinct[:n_distinct_users], distinct[n_distinct_users:] - self.n_users
+            ghe = torch.cat([_total(rows_of(u, d_users) for u, _ in hyper.values()),
+                             _total(rows_of(y, d_items) for _, y in hyper.values())])
+        # the fusion is row-wise: fusing the distinct rows once and gathering the batch from them gives
+        # the same values as fusing all 3 x batch rows (a batch repeats ~20 % of its rows, mini presets ~80 %)
+        fused = self._fuse(rows_of(cge, distinct), mge, ghe)
+        u, p, n = rows_of(fused, position).split(batch)
         total = bpr_loss(u, p, n)
         total = total + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / batch
         if cfg.use_hcl and len(hyper) >= 2 and cfg.cl_weight > 0:
