@@ -128,7 +128,7 @@ def test_a_real_regression_falls_outside_the_committed_tolerances(tmp_path, monk
     if break_it == "sigmoid instead of log-sigmoid":
         monkeypatch.setattr(bpr, "bpr_loss", lambda u, p, n: -torch.sigmoid((u * p).sum(1) - (u * n).sum(1)).mean())
     else:
-        monkeypatch.setattr(lgmrec_module.LGMRec, "modality_graph",
-                            lambda self, *args: torch.zeros(self.n_users + self.n_items, self.config.embedding_dim))
+        monkeypatch.setattr(lgmrec_module.LGMRec, "modality_graph", lambda self, f_i, f_u, rows=None: torch.zeros(
+            self.n_users + self.n_items if rows is None else len(rows.rows), self.config.embedding_dim))
     code, out = _check_one(tmp_path / "broken", dataset, model)
     assert code == 1 and "MISS" in out, out
