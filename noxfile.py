@@ -6,8 +6,8 @@ CUDA build. Where a local wheel folder exists (/opt/wheels on the project's buil
 installer takes the CPU wheel from it.
 
 Environments are made with uv where it is installed (``pip install 'nox[uv]'``, as the README says),
-else with virtualenv and pip: on a 2-core machine uv installs the ``book`` environment in ~35 s, pip in
-~90 s, and that minute counts against ``nox -s reproduce``'s 30.
+else with virtualenv and pip: on a 2-core machine uv installs the ``book`` environment in ~30 s, pip in
+55-95 s, and that time counts against ``nox -s reproduce``'s 30 minutes.
 """
 
 from __future__ import annotations
