@@ -26,8 +26,9 @@ of torch's serial samplers, see :func:`gumbel_noise`), so runs stay reproducible
 - HCL sums over a batch's DISTINCT ids weighted by their counts (a 2048-row batch repeats ids;
   sum over rows == count-weighted sum over ids), through :func:`.infonce.summed_info_nce`, which
   keeps only the matrix of exponentials and differentiates with the two products it needs;
-- the loss fuses only the batch's rows (fusion is row-wise), computes the last MGE layer for those
-  rows only (:class:`.graph.SparseRows`), and LightGCN's layer mean is a sum;
+- the loss fuses only the batch's distinct rows, once each, and gathers the batch from them (fusion
+  is row-wise), computes the last MGE layer for those rows only (:class:`.graph.SparseRows`), and
+  LightGCN's layer mean is a sum;
 - row normalisation has a fused backward (:func:`.base.normalize_rows`) and the hyperedge softmax
   runs over the transpose (:func:`softmax_rows`).
 
