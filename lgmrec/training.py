@@ -214,12 +214,14 @@ class FusedAdam:
     @torch.no_grad()
     def step(self) -> None:
         with_grad = [p for p in self.params if p.grad is not None]  # as the class: others are skipped
+        if not with_grad:
+            return
         for p in with_grad:
             if p not in self.state:  # step (float32 for the fused kernel), first and second moments
                 self.state[p] = (torch.zeros((), dtype=torch.float32, device=p.device),
                                  torch.zeros_like(p, memory_format=torch.preserve_format),
                                  torch.zeros_like(p, memory_format=torch.preserve_format))
-        steps, means, squares = zip(*(self.state[p] for p in with_grad)) if with_grad else ((), (), ())
+        steps, means, squares = zip(*(self.state[p] for p in with_grad))
         adam_kernel(with_grad, [p.grad for p in with_grad], list(means), list(squares), [], list(steps),
                     fused=True, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
                     weight_decay=self.weight_decay, eps=self.eps, maximize=False)
