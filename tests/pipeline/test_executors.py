@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lgmrec.claims import CLAIM_SUFFIX
+from lgmrec.claims import CLAIM_SUFFIX, owner as claim_owner
 from lgmrec.executors import GridOptions, run_grid
 from lgmrec.results import RUN_LOG, ResultStore
 
@@ -72,7 +72,8 @@ def kill_training(root: Path, kills: int, pick_pid, deadline_s: float = 240) -> 
             time.sleep(0.01)
             continue
         time.sleep(random.uniform(0.0, 0.05))
-        owner = _claim_pid(held[0])
+        # None when the run ended and its claim was removed meanwhile, or is being written
+        owner = (claim_owner(held[0]) or {}).get("pid")
         if not owner or not _held(held[0]):
             continue
         target = pick_pid(owner)
@@ -83,15 +84,6 @@ def kill_training(root: Path, kills: int, pick_pid, deadline_s: float = 240) -> 
         while _alive(owner) and time.monotonic() < deadline:  # a kernel outlives its worker briefly
             time.sleep(0.05)
     return killed
-
-
-def _claim_pid(claim: Path) -> int | None:
-    """The pid written in a claim; None when the run ended and its claim was removed meanwhile,
-    or its owner is between truncating and writing it."""
-    try:
-        return json.loads(claim.read_text() or "{}").get("pid")
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def _alive(pid: int) -> bool:
