@@ -12,31 +12,33 @@ non-empty set of modalities. Every deviation from that code is a named option:
 - ablation switches ``use_cge``, ``use_mge``, ``use_ghe``, ``use_hcl``, ``cf_model="mf"`` and
   ``modalities`` (a subset of the dataset's, e.g. ``("image",)``). With one modality HCL is skipped.
 
-Speed. A training step is dominated by dense products (the (batch x all) similarity matrices of
-HCL and the projection of the 4096-d image table). The code computes the same values and
-gradients (to float rounding) with less work, and draws the same random numbers in the same order
-(Gumbel noise per modality, items then users; then the four dropout masks; on CPU the very numbers
-of torch's serial samplers, see :func:`gumbel_noise`), so runs stay reproducible per seed:
+Speed. A training step is dominated by the projection of the 4096-d image table and by HCL's
+(batch x all) similarity matrices. The code computes the same values and gradients (to float
+rounding) with less work, and draws the same random numbers in the same order (Gumbel noise per
+modality, items then users; then the four dropout masks; on CPU the very numbers of torch's serial
+samplers, see :func:`gumbel_noise`), so runs stay reproducible per seed:
 
 - one product ``X [W | V]`` per modality gives the item features and the hyperedge logits, so the
   frozen table is read once forward and once backward (upstream: two products each way; the
   backward of the 4-column ``X V`` alone was slower than the 68-column fused one), and one sparse
   product ``R X [W | V]`` gives the users' side of both (feature sums times 1 / (deg + 1e-7), as
   upstream computes the mean);
-- HCL sums over a batch's DISTINCT ids weighted by their counts (a 2048-row batch repeats ids;
-  sum over rows == count-weighted sum over ids), through :func:`.infonce.summed_info_nce`, which
-  keeps only the matrix of exponentials and differentiates with the two products it needs;
+- HCL (:func:`.infonce.summed_info_nce`) sums over a batch's DISTINCT ids weighted by their counts
+  (sum over rows == count-weighted sum over ids); its candidates ``H Y`` (assignments times
+  hyperedge embeddings, :class:`Hypergraph`) have rank hyper_num, so with hyper_num < d its logits
+  come from hyper_num-wide operands (a full-scale Baby-like users term: 41 against 130 ms); and it
+  takes both gradients block by block while the exponentials are in cache, never storing them;
 - the loss fuses only the batch's distinct rows, once each, and gathers the batch from them (fusion
   is row-wise), computes the last MGE layer for those rows only (:class:`.graph.SparseRows`), and
   LightGCN's layer mean is a sum;
 - row normalisation has a fused backward (:func:`.base.normalize_rows`) and the hyperedge softmax
   runs over the transpose (:func:`softmax_rows`).
 
-What is left beside the dense products is mostly arithmetic the math needs but that is not a dense
-product. In a full-scale Baby-like step (2 threads, ~280 ms, ~220 ms of dense products): ~20-25 ms
-of sparse graph products (LightGCN, MGE, the users' feature sums), ~12 ms for one ``exp2`` per HCL
-logit and its row sums, ~2 ms of random draws, and ~20 ms of element-wise work, gradient
-bookkeeping on (nodes x d) matrices and per-op dispatch.
+In a full-scale Baby-like step (2 threads, ~185 ms) the dense products take ~115 ms, most of it the
+image projection; the rest is arithmetic the math needs that is not a dense product: ~25 ms of
+sparse graph products (LightGCN, MGE, the users' feature sums), ~14 ms for one ``exp2`` per HCL
+logit and its row sums, ~2 ms of random draws, and element-wise work, gradient bookkeeping on
+(nodes x d) matrices and per-op dispatch.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from __future__ import annotations
 import functools
 import operator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -55,7 +57,7 @@ from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
 from .base import Embeddings, Recommender, bpr_loss, normalize_rows, rows_of, xavier_embedding
-from .infonce import ScratchMatrix, summed_info_nce
+from .infonce import summed_info_nce
 from .presets import lgmrec_presets
 
 
@@ -99,16 +101,28 @@ class LGMRecConfig:
         require("LGMRec", checks)
 
 
+class Hypergraph(NamedTuple):
+    """GHE's last layer for one modality: ``users == user_assignment @ hyperedges`` and ``items ==
+    item_assignment @ hyperedges`` (assignments after dropout). HCL uses the factors: its logits
+    have rank hyper_num."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+    user_assignment: torch.Tensor
+    item_assignment: torch.Tensor
+    hyperedges: torch.Tensor
+
+
 def hypergraph_propagate(
     item_hyper: torch.Tensor, user_hyper: torch.Tensor, item_emb: torch.Tensor, n_layers: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> Hypergraph:
     """H rounds of item -> hyperedge -> (item, user) message passing; the last layer is returned."""
-    items, users = item_emb, None
+    items, users, hyperedges = item_emb, None, None
     for _ in range(n_layers):
         hyperedges = item_hyper.T @ items
         items = item_hyper @ hyperedges
         users = user_hyper @ hyperedges
-    return users, items
+    return Hypergraph(users, items, user_hyper, item_hyper, hyperedges)
 
 
 def _total(tensors) -> torch.Tensor:
@@ -191,12 +205,6 @@ class LGMRec(Recommender):
             {m: xavier_embedding(t.shape[1], config.hyper_num) for m, t in features.items()}
             if config.use_ghe else {}
         )
-        self._scratch: dict[tuple[str, str], ScratchMatrix] = {}  # (users|items, modality) -> HCL buffer
-
-    def train(self, mode: bool = True) -> "LGMRec":
-        if not mode:
-            self._scratch.clear()  # training-only memory: evaluation does not hold it
-        return super().train(mode)
 
     def feature(self, modality: str) -> torch.Tensor:
         return getattr(self, f"feat_{modality}")
@@ -278,9 +286,9 @@ class LGMRec(Recommender):
 
     def _parts(
         self, mge_rows: graph.SparseRows | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, Hypergraph]]:
         """Everything before the fusion: E_cge, the E_m of MGE (all rows, or ``mge_rows`` only), and
-        per modality (U_m, Y_m) of GHE."""
+        per modality GHE's (U_m, Y_m) with their factors."""
         cfg = self.config
         inputs = {m: self.modality_inputs(m) for m in self.modalities}
         assignments = (
@@ -311,7 +319,7 @@ class LGMRec(Recommender):
 
     def forward(self) -> Embeddings:
         cge, mge, hyper = self._parts()
-        ghe = _total(torch.cat(pair) for pair in hyper.values()) if hyper else None
+        ghe = _total(torch.cat([h.users, h.items]) for h in hyper.values()) if hyper else None
         users, items = self._fuse(cge, mge, ghe).split([self.n_users, self.n_items])
         return Embeddings(users, items)
 
@@ -325,8 +333,8 @@ class LGMRec(Recommender):
         if hyper:  # the distinct rows' E_ghe: user rows first (``distinct`` is sorted), then item rows
             n_distinct_users = int(torch.searchsorted(distinct, self.n_users))
             d_users, d_items = distinct[:n_distinct_users], distinct[n_distinct_users:] - self.n_users
-            ghe = torch.cat([_total(rows_of(u, d_users) for u, _ in hyper.values()),
-                             _total(rows_of(y, d_items) for _, y in hyper.values())])
+            ghe = torch.cat([_total(rows_of(h.users, d_users) for h in hyper.values()),
+                             _total(rows_of(h.items, d_items) for h in hyper.values())])
         # the fusion is row-wise: fusing the distinct rows once and gathering the batch from them gives
         # the same values as fusing all 3 x batch rows (a batch repeats ~20 % of its rows, mini presets ~80 %)
         fused = self._fuse(rows_of(cge, distinct), mge, ghe)
@@ -337,19 +345,20 @@ class LGMRec(Recommender):
             total = total + cfg.cl_weight * self.hypergraph_contrastive(hyper, users, pos_items)
         return total
 
-    def hypergraph_contrastive(self, hyper: dict[str, tuple[torch.Tensor, torch.Tensor]], users, pos_items):
+    def hypergraph_contrastive(self, hyper: dict[str, Hypergraph], users, pos_items) -> torch.Tensor:
         """HCL: first modality as anchor, each other one as positive/candidates, users and items.
-        A batch repeats ids, so each InfoNCE runs over distinct ids weighted by their counts."""
+        A batch repeats ids, so each InfoNCE runs over distinct ids weighted by their counts; the
+        candidates are passed with their factors (rank hyper_num)."""
         tau = self.config.tau
-        anchor_users, anchor_items = hyper[self.modalities[0]]
+        first, others = hyper[self.modalities[0]], [hyper[m] for m in self.modalities[1:]]
         hcl = 0
-        for side, (ids, anchor) in enumerate(((users, anchor_users), (pos_items, anchor_items))):
+        for ids, anchor_table, side in ((users, first.users, "users"), (pos_items, first.items, "items")):
             distinct, counts = torch.unique(ids, return_counts=True)
-            weights = counts.to(anchor.dtype)
-            anchor_rows = rows_of(anchor, distinct)
-            for m in self.modalities[1:]:
-                scratch = self._scratch.setdefault((("users", "items")[side], m), ScratchMatrix())
-                hcl = hcl + summed_info_nce(anchor_rows, distinct, weights, hyper[m][side], tau, scratch)
+            weights = counts.to(anchor_table.dtype)
+            anchor_rows = rows_of(anchor_table, distinct)
+            for h in others:
+                candidates, assignment = (h.users, h.user_assignment) if side == "users" else (h.items, h.item_assignment)
+                hcl = hcl + summed_info_nce(anchor_rows, distinct, weights, candidates, tau, (assignment, h.hyperedges))
         return hcl
 
 

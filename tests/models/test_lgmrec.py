@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from lgmrec import graph
 from lgmrec.models import get_model_spec, resolve_model_config
-from lgmrec.models.infonce import ScratchMatrix, summed_info_nce
+from lgmrec.models import infonce
+from lgmrec.models.infonce import summed_info_nce
 from lgmrec.models import lgmrec as lgmrec_module
 from lgmrec.models.lgmrec import LGMRec, LGMRecConfig, build
 
@@ -177,37 +178,44 @@ def test_invalid_configs_are_rejected(bad):
 
 
 @pytest.mark.parametrize("tau", [0.2, 0.02])  # the softmax fast path and the logsumexp fallback
-def test_hcl_over_distinct_ids_equals_the_row_by_row_sum(tau):
+@pytest.mark.parametrize("rank", [None, 3, 8])  # candidates as a matrix, as factors of rank 3 < d, of rank d
+@pytest.mark.parametrize("block_rows", [None, 3])  # one block; blocks of 3 rows, the last one shorter
+def test_hcl_over_distinct_ids_equals_the_row_by_row_sum(tau, rank, block_rows, monkeypatch):
     """Summing InfoNCE over a batch's rows == summing over its distinct ids weighted by their
-    counts: loss and gradients, against the per-row formula with plain autograd (float64)."""
+    counts, with the candidates given whole or as low-rank factors: loss and gradients (of the
+    factors too), against the per-row formula with plain autograd (float64)."""
     g = torch.Generator().manual_seed(0)
     anchor_table = torch.randn(50, 8, generator=g, dtype=torch.float64, requires_grad=True)
-    candidates = torch.randn(50, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    assignment = torch.randn(50, rank or 8, generator=g, dtype=torch.float64, requires_grad=True)
+    basis = torch.randn(rank or 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
     ids = torch.randint(0, 50, (200,), generator=g)  # ~4 repeats per id
+    leaves = [anchor_table, assignment, basis]
 
     def per_row():
-        a, c = F.normalize(anchor_table[ids], dim=1), F.normalize(candidates, dim=1)
+        a, c = F.normalize(anchor_table[ids], dim=1), F.normalize(assignment @ basis, dim=1)
         logits = a @ c.T / tau
         return -(logits.gather(1, ids[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)).sum()
 
     distinct, counts = torch.unique(ids, return_counts=True)
-    scratch = ScratchMatrix()
+    if block_rows:
+        monkeypatch.setattr(infonce, "_NCE_BLOCK_BYTES", block_rows * 50 * 8)
+        assert len(distinct) % block_rows
 
     def per_distinct_id():
-        return summed_info_nce(anchor_table[distinct], distinct, counts.double(), candidates, tau, scratch)
+        factors = (assignment, basis) if rank else None
+        return summed_info_nce(anchor_table[distinct], distinct, counts.double(), assignment @ basis, tau, factors)
 
     results = []
     for loss_fn in (per_row, per_distinct_id):
         loss = loss_fn()
-        results.append((loss.detach(), *torch.autograd.grad(loss, [anchor_table, candidates])))
+        results.append((loss.detach(), *torch.autograd.grad(3.0 * loss, leaves)))
     for expected, actual in zip(*results):
         torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
-    assert not scratch.lent  # given back by the backward
 
 
-def test_the_hcl_buffer_never_serves_two_pending_backwards(tiny_data):
-    """Losses whose backwards are pending at once (and run out of order) get fresh memory while
-    the buffer is lent, so every graph stays right; later steps reuse it; evaluation drops it."""
+def test_pending_backwards_run_in_any_order(tiny_data):
+    """HCL keeps its gradients per loss: losses whose backwards are pending at once, and run out
+    of order, give the gradients of sequential steps."""
     n = tiny_data.n_items
     steps = torch.arange(64)
     batches = [(steps + 64 * k, steps * (k + 1) % n, steps.flip(0) * (k + 2) % n) for k in range(3)]
@@ -231,16 +239,11 @@ def test_the_hcl_buffer_never_serves_two_pending_backwards(tiny_data):
         else:
             for b in batches:
                 backward(model.loss(*b))
-        return model, grads
+        return grads
 
-    model, interleaved = gradients(True)
-    _, sequential = gradients(False)
-    for got, expected in zip(interleaved, sequential):
+    for got, expected in zip(gradients(True), gradients(False)):
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-7)
-    assert model._scratch and not any(s.lent for s in model._scratch.values())
-    model.eval()
-    assert not model._scratch
 
 
 def _intel_cpu() -> bool:
