@@ -178,17 +178,18 @@ def test_invalid_configs_are_rejected(bad):
 
 
 @pytest.mark.parametrize("tau", [0.2, 0.02])  # the softmax fast path and the logsumexp fallback
-@pytest.mark.parametrize("rank", [None, 3, 8])  # candidates as a matrix, as factors of rank 3 < d, of rank d
+# (d, k): candidates whole, 8 or 24 wide (the narrow and the wide products), or as factors of rank k < d
+@pytest.mark.parametrize("dim,rank", [(8, None), (24, None), (24, 3), (24, 20)])
 @pytest.mark.parametrize("block_rows", [None, 3])  # one block; blocks of 3 rows, the last one shorter
-def test_hcl_over_distinct_ids_equals_the_row_by_row_sum(tau, rank, block_rows, monkeypatch):
+def test_hcl_over_distinct_ids_equals_the_row_by_row_sum(tau, dim, rank, block_rows, monkeypatch):
     """Summing InfoNCE over a batch's rows == summing over its distinct ids weighted by their
     counts, with the candidates given whole or as low-rank factors: loss and gradients (of the
     factors too), against the per-row formula with plain autograd (float64)."""
     g = torch.Generator().manual_seed(0)
-    anchor_table = torch.randn(50, 8, generator=g, dtype=torch.float64, requires_grad=True)
-    assignment = torch.randn(50, rank or 8, generator=g, dtype=torch.float64, requires_grad=True)
-    basis = torch.randn(rank or 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
-    ids = torch.randint(0, 50, (200,), generator=g)  # ~4 repeats per id
+    anchor_table = torch.randn(50, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    assignment = torch.randn(50, rank or dim, generator=g, dtype=torch.float64, requires_grad=True)
+    basis = torch.randn(rank or dim, dim, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 50, (200,), generator=torch.Generator().manual_seed(1))  # ~4 repeats per id
     leaves = [anchor_table, assignment, basis]
 
     def per_row():
@@ -211,6 +212,8 @@ def test_hcl_over_distinct_ids_equals_the_row_by_row_sum(tau, rank, block_rows, 
         results.append((loss.detach(), *torch.autograd.grad(3.0 * loss, leaves)))
     for expected, actual in zip(*results):
         torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # no gradients taken, the same loss
+        torch.testing.assert_close(per_distinct_id(), results[0][0], rtol=1e-10, atol=1e-10)
 
 
 def test_pending_backwards_run_in_any_order(tiny_data):
