@@ -102,7 +102,10 @@ class _NormalizeRows(torch.autograd.Function):
         return torch.addcmul(grad, y, along, value=-1.0).div_(denominator), None
 
 
-def normalize_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+NORM_EPS = 1e-12  # F.normalize's: a row's norm is clamped to at least this
+
+
+def normalize_rows(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """Rows scaled to unit L2 norm, as ``F.normalize(x, dim=1)``; its gradient to float rounding."""
     if not (torch.is_grad_enabled() and x.requires_grad):
         return torch.nn.functional.normalize(x, dim=1, eps=eps)

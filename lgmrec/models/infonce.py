@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import normalize_rows
+from .base import NORM_EPS, normalize_rows
 
 #: the fast path exponentiates the logits without subtracting a row maximum: cosines lie in [-1, 1],
 #: so the logits lie within +-1 / tau, and exp(20) (times any realistic candidate count) is far from
@@ -28,7 +28,6 @@ _LOG2_E = 1.4426950408889634
 #: on CPU the logits go block by block of rows of about this many bytes, each block exponentiated
 #: and differentiated while it is in cache
 _NCE_BLOCK_BYTES = 2 << 20
-_NORM_EPS = 1e-12  # as F.normalize
 _NARROW = 16
 
 
@@ -105,10 +104,10 @@ def summed_info_nce(
     anchor = normalize_rows(anchor_rows) / tau  # 1/tau folded into the (rows x d) side
     if factors is not None and factors[0].shape[1] < candidates.shape[1]:
         assignment, basis = factors
-        norms = torch.linalg.vector_norm(candidates, dim=1, keepdim=True).clamp_min(_NORM_EPS)
+        norms = torch.linalg.vector_norm(candidates, dim=1, keepdim=True).clamp_min(NORM_EPS)
         anchor, candidates = anchor @ basis.T, assignment / norms  # <a, h Y / |c|> == <a Y^T, h / |c|>
     else:
-        candidates = normalize_rows(candidates, _NORM_EPS)
+        candidates = normalize_rows(candidates)
     if 2.0 / tau <= _FAST_NCE_MAX_RANGE:
         with_grads = torch.is_grad_enabled() and (anchor.requires_grad or candidates.requires_grad)
         return _FusedSoftmaxNCE.apply(anchor, candidates, targets, weights, with_grads)
