@@ -93,11 +93,24 @@ def sparse_product(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     On CPU the product is written straight into a fresh tensor (``addmm_`` with beta 0, which MKL
     honours by overwriting): ``torch.sparse.mm`` first zero-fills its result and then copies those
     zeros into it again, two needless passes over an (n x d) matrix (a full-scale LightGCN layer:
-    ~2.0 ms against 1.2 ms, the same bits). Elsewhere, and for gradients, ``torch.sparse.mm``."""
-    if (matrix.device.type != "cpu" or matrix.layout != torch.sparse_csr or dense.dim() != 2
+    ~2.0 ms against 1.2 ms, the same bits). On other devices :func:`row_sums_of_gathered`, and for
+    gradients or other layouts ``torch.sparse.mm``."""
+    if (matrix.layout != torch.sparse_csr or dense.dim() != 2
             or (torch.is_grad_enabled() and (matrix.requires_grad or dense.requires_grad))):
         return torch.sparse.mm(matrix, dense)
+    if matrix.device.type != "cpu":
+        return row_sums_of_gathered(matrix, dense)
     return dense.new_empty(matrix.shape[0], dense.shape[1]).addmm_(matrix, dense, beta=0)
+
+
+def row_sums_of_gathered(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``matrix @ dense`` for a sparse CSR ``matrix``: each row's entries times the rows of ``dense``
+    they select, summed in storage order, so every run gives the same bits. cuSPARSE's product,
+    which ``torch.sparse.mm`` calls on CUDA, does not: on an H100, two products of one DualGNN user
+    graph differed in the last bits, and same-seed runs of DualGNN and FREEDOM with them (torch
+    gives no determinism warning for it)."""
+    products = dense.index_select(0, matrix.col_indices()) * matrix.values().unsqueeze(1)
+    return torch.segment_reduce(products, "sum", offsets=matrix.crow_indices(), axis=0)
 
 
 class _ConstantSpMM(torch.autograd.Function):

@@ -26,6 +26,22 @@ def test_torch_csr_propagation_and_row_mean():
     assert (mean[~has_items] == 0).all()
 
 
+def test_row_sums_of_gathered_rows_are_the_sparse_product():
+    """The product used off the CPU (run here on CPU tensors): empty rows, int32 and int64 indices."""
+    R = sp.random(40, 30, density=0.15, format="csr", random_state=1, dtype=np.float32)
+    R = sp.csr_matrix(R.multiply(np.arange(40)[:, None] % 7 != 0))  # every 7th row empty
+    X = torch.from_numpy(np.random.default_rng(1).normal(size=(30, 5)).astype(np.float32))
+    narrow = graph.to_torch(R)  # int32 indices
+    wide = torch.sparse_csr_tensor(narrow.crow_indices().long(), narrow.col_indices().long(), narrow.values(),
+                                   narrow.shape, check_invariants=True)
+    for csr in (narrow, wide):
+        product = graph.row_sums_of_gathered(csr, X)
+        np.testing.assert_allclose(product.numpy(), R @ X.numpy(), rtol=1e-5, atol=1e-6)
+        assert (product[::7] == 0).all()
+    empty = graph.to_torch(sp.csr_matrix((4, 30), dtype=np.float32))
+    assert torch.equal(graph.row_sums_of_gathered(empty, X), torch.zeros(4, 5))
+
+
 def test_spmm_gradient_matches_the_dense_product_and_reuses_the_transpose():
     import torch
 
