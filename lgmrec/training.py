@@ -185,6 +185,8 @@ def train_model(
     )
     generator = seed_everything(seed)
     device = resolve_device(train_config.device)
+    if device.type == "cuda":  # this run's own peak: a grid unit trains several runs in one process
+        torch.cuda.reset_peak_memory_stats(device)
     model = spec.build(data, model_config).to(device)
     result.n_parameters = model.trainable_parameter_count()
     try:
