@@ -290,7 +290,7 @@ class LGMRec(Recommender):
         """Everything before the fusion: E_cge, the E_m of MGE (all rows, or ``mge_rows`` only), and
         per modality GHE's (U_m, Y_m) with their factors."""
         cfg = self.config
-        inputs = {m: self.modality_inputs(m) for m in self.modalities}
+        inputs = {m: self.modality_inputs(m) for m in self.modalities} if cfg.use_mge or cfg.use_ghe else {}
         assignments = (
             self.hyperedge_assignments({m: (z_i, z_u) for m, (_, _, z_i, z_u) in inputs.items()})
             if cfg.use_ghe else {}

@@ -83,6 +83,7 @@ ABLATIONS = {
     "no_cge": {"use_cge": False},
     "no_mge": {"use_mge": False},
     "no_ghe": {"use_ghe": False},
+    "cge_only": {"use_mge": False, "use_ghe": False},
     "no_hcl": {"use_hcl": False},
     "image_only": {"modalities": ("image",)},
     "text_only": {"modalities": ("text",)},
@@ -127,6 +128,13 @@ def test_switching_off_modules_removes_their_contribution(tiny_data):
     with torch.no_grad():
         torch.testing.assert_close(no_ghe().users, alpha_0().users)
         assert not torch.allclose(full().users, no_ghe().users)
+
+
+def test_cge_alone_is_the_collaborative_embedding(tiny_data):
+    model = make(tiny_data, use_mge=False, use_ghe=False).eval()
+    with torch.no_grad():
+        emb = model()
+        torch.testing.assert_close(torch.cat([emb.users, emb.items]), model.collaborative(), rtol=0, atol=0)
 
 
 def test_hcl_is_skipped_with_one_modality_and_counts_with_two(tiny_data):
