@@ -107,8 +107,8 @@ def row_sums_of_gathered(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Ten
     """``matrix @ dense`` for a sparse CSR ``matrix``: each row's entries times the rows of ``dense``
     they select, summed in storage order, so every run gives the same bits. cuSPARSE's product,
     which ``torch.sparse.mm`` calls on CUDA, does not: on an H100, two products of one DualGNN user
-    graph differed in the last bits, and same-seed runs of DualGNN and FREEDOM with them (torch
-    gives no determinism warning for it)."""
+    graph differed in the last bits, and so did same-seed runs of DualGNN and FREEDOM (torch gives
+    no determinism warning for it)."""
     products = dense.index_select(0, matrix.col_indices()) * matrix.values().unsqueeze(1)
     return torch.segment_reduce(products, "sum", offsets=matrix.crow_indices(), axis=0)
 
