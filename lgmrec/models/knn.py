@@ -132,9 +132,12 @@ def cosine_topk(
     return torch.cat(values), torch.cat(indices)
 
 
-def knn_graph(features: np.ndarray, k: int, chunk_rows: int | None = None) -> sp.csr_matrix:
-    """Sparse ``n x n`` matrix with the cosine similarity at each row's top-k columns."""
-    table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(_similarity_device())
+def knn_graph(
+    features: np.ndarray, k: int, chunk_rows: int | None = None, device: torch.device | None = None
+) -> sp.csr_matrix:
+    """Sparse ``n x n`` matrix with the cosine similarity at each row's top-k columns, computed on
+    ``device`` (default: a GPU when there is one)."""
+    table = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device or _similarity_device())
     values, indices = cosine_topk(table, k, chunk_rows)
     n = table.shape[0]
     indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
@@ -146,10 +149,14 @@ def knn_graph(features: np.ndarray, k: int, chunk_rows: int | None = None) -> sp
 
 
 def cached_knn_graph(features: np.ndarray, k: int) -> sp.csr_matrix:
-    """:func:`knn_graph`, computed once per distinct (feature array, k) and cached on disk."""
+    """:func:`knn_graph`, computed once per distinct (feature array, k, device type) and cached on
+    disk. The device is part of the key because CPU and GPU products differ in the last bit, which
+    can swap near-tied neighbours at rank k: a cache shared by CPU and GPU machines (a cluster's
+    home directory) must not hand one's graph to the other."""
     _check_k(k, features.shape[0])
-    key = fingerprint(features, k, GRAPH_VERSION)
-    return cached_sparse("knn-cosine", key, lambda: knn_graph(features, k))
+    device = _similarity_device()
+    key = fingerprint(features, k, GRAPH_VERSION, device.type)
+    return cached_sparse("knn-cosine", key, lambda: knn_graph(features, k, device=device))
 
 
 def symmetric_normalize_weighted(similarity: sp.csr_matrix) -> sp.csr_matrix:

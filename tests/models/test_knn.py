@@ -106,11 +106,13 @@ def test_combined_graph_equals_the_sum_of_its_parts(features):
         assert torch.all(cols[1:] > cols[:-1])
 
 
-def test_cache_reuses_entries_and_keys_on_the_feature_content(features, tmp_path, monkeypatch):
+def test_cache_reuses_entries_and_keys_on_the_feature_content_and_device(features, tmp_path, monkeypatch):
     monkeypatch.setenv("LGMREC_CACHE_DIR", str(tmp_path))
-    calls = []
+    monkeypatch.setattr(knn, "_similarity_device", lambda: torch.device("cpu"))
+    calls, devices = [], []
     original = knn.knn_graph
-    monkeypatch.setattr(knn, "knn_graph", lambda x, k: calls.append(k) or original(x, k))
+    monkeypatch.setattr(knn, "knn_graph", lambda x, k, device: calls.append(k) or devices.append(device.type)
+                        or original(x, k, device=torch.device("cpu")))
 
     first = knn.cached_knn_graph(features, 5)
     second = knn.cached_knn_graph(features, 5)
@@ -125,6 +127,11 @@ def test_cache_reuses_entries_and_keys_on_the_feature_content(features, tmp_path
     np.testing.assert_allclose(third.toarray(), original(changed, 5).toarray())
     knn.cached_knn_graph(features, 6)  # another k is another entry
     assert calls == [5, 5, 6]
+    # a graph computed on a GPU is not handed to a CPU machine sharing the cache, nor back
+    monkeypatch.setattr(knn, "_similarity_device", lambda: torch.device("cuda"))
+    knn.cached_knn_graph(features, 5)
+    assert calls == [5, 5, 6, 5] and devices[-1] == "cuda" and set(devices[:-1]) == {"cpu"}
+    assert len(list(tmp_path.glob("knn-cosine-*.npz"))) == 4
 
 
 def test_invalid_k_and_missing_modalities(features, tiny_data):
