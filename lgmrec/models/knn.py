@@ -17,8 +17,9 @@ Two representations are used:
 
 - frozen graphs (computed once from the raw feature tables) are scipy CSR matrices holding the
   cosine similarity of each kept pair, cached on disk with :func:`lgmrec.cache.cached_sparse`
-  under a fingerprint of the feature array and ``k``; each model then normalises them its own way
-  (:func:`symmetric_normalize_weighted` or :func:`symmetric_normalize_binary`);
+  under a fingerprint of the feature array, ``k`` and the device type; each model then
+  normalises them its own way (:func:`symmetric_normalize_weighted` or
+  :func:`symmetric_normalize_binary`);
 - learned graphs (LATTICE, MICRO rebuild them from trainable projections) are pairs of
   ``(n, k)`` tensors ``indices`` and ``weights``, propagated with :func:`gather_propagate`, so
   gradients reach the weights without any sparse-autograd machinery. Within an epoch the learned
