@@ -49,7 +49,8 @@ class _FusedSoftmaxNCE(torch.autograd.Function):
     def forward(ctx, anchor, candidates, targets, weights, with_grads: bool):
         n_rows, n_candidates = len(anchor), len(candidates)
         on_cpu = anchor.device.type == "cpu"  # one block on the GPU, which needs no cache blocking
-        rows = max(1, _NCE_BLOCK_BYTES // (n_candidates * anchor.element_size())) if on_cpu else n_rows
+        block_rows = _NCE_BLOCK_BYTES // (n_candidates * anchor.element_size()) if on_cpu else n_rows
+        rows = max(1, block_rows)  # an empty batch still gives a valid range step
         buffer = anchor.new_empty(min(rows, n_rows), n_candidates)
         sums = anchor.new_empty(n_rows)
         anchor_log2 = anchor * _LOG2_E  # exp(a . c) == exp2((log2(e) a) . c)
