@@ -351,14 +351,18 @@ class LGMRec(Recommender):
         candidates are passed with their factors (rank hyper_num)."""
         tau = self.config.tau
         first, others = hyper[self.modalities[0]], [hyper[m] for m in self.modalities[1:]]
+        sides = ((users, operator.attrgetter("users", "user_assignment")),
+                 (pos_items, operator.attrgetter("items", "item_assignment")))
         hcl = 0
-        for ids, anchor_table, side in ((users, first.users, "users"), (pos_items, first.items, "items")):
+        for ids, side in sides:  # side(h) == (embeddings, assignment) of that side of h
             distinct, counts = torch.unique(ids, return_counts=True)
+            anchor_table = side(first)[0]
             weights = counts.to(anchor_table.dtype)
             anchor_rows = rows_of(anchor_table, distinct)
             for h in others:
-                candidates, assignment = (h.users, h.user_assignment) if side == "users" else (h.items, h.item_assignment)
-                hcl = hcl + summed_info_nce(anchor_rows, distinct, weights, candidates, tau, (assignment, h.hyperedges))
+                candidates, assignment = side(h)
+                factors = (assignment, h.hyperedges)
+                hcl = hcl + summed_info_nce(anchor_rows, distinct, weights, candidates, tau, factors)
         return hcl
 
 
