@@ -2,7 +2,9 @@
 
 - ``reported.csv``: published numbers, one row per (dataset, model, metric, source);
 - ``datasets.csv``: statistics of the released Amazon files;
-- ``hyperparameters.csv``: per-dataset LGMRec settings from three public sources.
+- ``hyperparameters.csv``: per-dataset LGMRec settings from three public sources;
+- ``literature.csv`` and ``literature_sources.csv``: the published record (every Recall@20 /
+  NDCG@20 later papers print for the 14 models), read through :mod:`lgmrec.literature`.
 """
 
 from __future__ import annotations
