@@ -333,24 +333,26 @@ def _label(model_key: str, registry: pd.DataFrame) -> str | None:
     return next((m for m in registry["model"].unique() if m.lower() == model_key.lower()), None)
 
 
-def claimed_margin(family: str, baseline: str, metric: str = "recall@20") -> float | None:
+def claimed_margin(family: str, baseline: str, metric: str = "recall@20",
+                   registry: pd.DataFrame | None = None) -> float | None:
     """Relative margin (a fraction: 0.010 = +1.0 %) of the paper's LGMRec number over the
     baseline's published value; None where either is missing. ``baseline``: a suite model key."""
-    label = _label(baseline, read_registry())
-    claim = paper_value(family, metric)
-    base = published_value(family, label, metric) if label else None
+    label = _label(baseline, _registry(registry))
+    claim = paper_value(family, metric, registry)
+    base = published_value(family, label, metric, registry) if label else None
     if claim is None or base is None:
         return None
     return claim / base - 1.0
 
 
-def strongest_published_baseline(family: str, metric: str = "recall@20") -> str | None:
+def strongest_published_baseline(family: str, metric: str = "recall@20",
+                                 registry: pd.DataFrame | None = None) -> str | None:
     """The suite key of the baseline (any model but LGMRec) with the highest published value."""
     best, best_value = None, -np.inf
-    for model in sorted(read_registry()["model"].unique()):
+    for model in sorted(_registry(registry)["model"].unique()):
         if model == MODEL:
             continue
-        value = published_value(family, model, metric)
+        value = published_value(family, model, metric, registry)
         if value is not None and value > best_value:
             best, best_value = model.lower(), value
     return best
