@@ -11,6 +11,10 @@ records (``notebooks=False``: the same code as a plain function call). Backends:
   or, without an address, a local Ray instance; needs ``pip install '.[cluster]'``;
 - ``inprocess``: units one after another in this process, as function calls (debugging).
 
+Every backend runs its runs with the same torch thread count (:func:`threads_per_run`): the thread
+count changes the order of float reductions, hence the metrics' last digits, and records of one
+configuration and seed should not depend on the executor that wrote them.
+
 Faults: a unit whose worker dies (SIGKILL, a lost Ray node, a crashed kernel) is run again, up to
 ``max_attempts`` times; its finished runs are kept and its interrupted run, which left no record,
 is redone. Runs are claimed while they train (:mod:`lgmrec.claims`), so a second driver on the
@@ -37,7 +41,7 @@ import warnings
 from .datasets.named import check_datasets_available
 from .errors import ConfigError
 from .grids import PROFILES, Profile, WorkUnit, get_profile, units
-from .results import ResultStore, read_record_file
+from .results import ResultStore, read_record_file, records_frame
 from .worker import run_unit_job
 
 EXECUTORS = ("local", "ray", "inprocess")
@@ -52,7 +56,7 @@ class GridOptions:
     notebooks: bool = True  # each unit is a papermill-executed notebook
     max_attempts: int = 3  # per unit, counting the first
     workers: int | None = None  # local: parallel units (None: the usable cores)
-    threads: int | None = None  # local: torch threads per worker (None: cores // workers)
+    threads: int | None = None  # torch threads per run, every executor (None: see threads_per_run)
     address: str | None = None  # ray: cluster address; None starts a local instance
     cpus_per_run: float = 1.0
     gpus_per_run: float = 0.0
@@ -78,6 +82,19 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def threads_per_run(executor: str, options: GridOptions) -> int:
+    """The torch threads every run of a grid uses: ``options.threads`` where given; otherwise, for
+    ``local`` and ``inprocess``, what a local worker gets (the cores / the workers, so that the
+    default commands of both write the same records: one thread each unless ``workers`` is
+    smaller than the cores); for ``ray``, the CPUs a unit declares."""
+    if options.threads is not None:
+        return options.threads
+    if executor == "ray":
+        return max(1, int(options.cpus_per_run))
+    cores = usable_cores()
+    return max(1, cores // max(1, options.workers or cores))
 
 
 # ----------------------------------------------------------------------------- one unit
@@ -178,23 +195,30 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     options = options or GridOptions()
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if options.threads is not None and options.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {options.threads}")
+    threads = threads_per_run(executor, options)
     check_datasets_available(profile)
     check_notebook_units(profile, options)
     store = store or ResultStore()
     removed = store.remove_temp_files(profile.name)
     work = units(profile, only)
-    before = finished_runs(profile, only, store=store)
+    existing = list(store.iter_records(profile.name))  # read once: the counts and the thread check
+    before = finished_runs(profile, only, records=records_frame(existing), store=store)
     total = planned_run_count(profile, only)
     summary = GridSummary(profile.name, units=len(work), planned=total)
     tracker = Progress(profile, store, total, sum(before), progress)
     if removed:
         tracker.write(f"removed {removed} temporary file(s) left by an interrupted run")
     tracker.write(f"profile {profile.name}: {len(work)} units, {total} runs ({profile.description}); "
-                  f"executor {executor}; results in {store.root / profile.name}")
+                  f"executor {executor}, {threads} torch thread(s) per run; results in {store.root / profile.name}")
+    to_run = options.force or total > before[0] + (0 if options.retry_failed else before[1])
+    if to_run and (mixed := mixed_threads_line(existing, threads, store.root / profile.name)):
+        tracker.write(mixed)
     start = time.perf_counter()
     backend = {"local": _run_local, "ray": _run_ray, "inprocess": _run_inprocess}[executor]
     try:
-        summary.failed += backend(profile, work, store, options, tracker)
+        summary.failed += backend(profile, work, store, options, tracker, threads)
     finally:
         tracker.close()
         summary.seconds = time.perf_counter() - start
@@ -209,20 +233,54 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     return summary
 
 
+def mixed_threads_line(records: list[dict], threads: int, folder: Path) -> str | None:
+    """One line when records already in the folder were made with another torch thread count than
+    this grid's runs will use (a rerun with other ``--workers``, say), else None."""
+    counts = collections.Counter((r.get("environment") or {}).get("torch_threads") for r in records)
+    other = sorted(((n, count) for count, n in counts.items() if count != threads), key=lambda item: -item[0])
+    if not other:
+        return None
+    made = ", ".join(f"{n} with {count if count is not None else 'an unrecorded number of'} thread(s)"
+                     for n, count in other)
+    usual = next((count for _, count in other if count is not None), None)
+    advice = f"--threads {usual}" if usual is not None else "--threads"
+    return (f"note: {folder} holds records made with another torch thread count ({made}) than this "
+            f"grid's runs ({threads}); thread counts round floats differently, and one experiment's "
+            f"records should come from one setting ({advice}, or another results folder)")
+
+
 def _run_inprocess(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
-                   tracker: Progress) -> list[str]:
+                   tracker: Progress, threads: int) -> list[str]:
+    import torch
+
     from .runner import DatasetCache, run_unit
 
     datasets = DatasetCache(profile)
-    pending = collections.deque(work)
-    while pending:
-        unit = pending.popleft()
-        outcome = run_unit(profile, unit, store, force=options.force, retry_failed=options.retry_failed,
-                           datasets=datasets, on_record=lambda *_: tracker.poll())
-        if not outcome.complete:  # another driver is training some of its runs
-            time.sleep(RETRY_DELAY_S)
-            pending.append(unit)
+    pending = collections.deque(largest_first(profile, work))
+    callers_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        while pending:
+            unit = pending.popleft()
+            outcome = run_unit(profile, unit, store, force=options.force, retry_failed=options.retry_failed,
+                               datasets=datasets, on_record=lambda *_: tracker.poll())
+            if not outcome.complete:  # another driver is training some of its runs
+                time.sleep(RETRY_DELAY_S)
+                pending.append(unit)
+    finally:  # this process is the caller's (a test, a notebook): leave its setting as it was
+        torch.set_num_threads(callers_threads)
     return []
+
+
+def largest_first(profile: Profile, work: list[WorkUnit]) -> list[WorkUnit]:
+    """Units with the most runs first, so that no long unit starts last while the other workers
+    idle: in the order of `units` (which stays the book's order) the embedded profile's two
+    workers ended 1.4 min apart, in this order 3 s apart. The in-process executor keeps the same
+    order: a run shared by two experiments (LGMRec's full model: overall and ablation) is labelled
+    with the experiment of the unit that trains it first, and so gets the same label."""
+    from .collect import planned_unit_runs
+
+    return sorted(work, key=lambda unit: -planned_unit_runs(profile, unit))
 
 
 @dataclass
@@ -237,13 +295,8 @@ class _Scheduler:
 
     def __init__(self, profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
                  tracker: Progress):
-        from .collect import planned_unit_runs
-
         self.profile, self.store, self.options, self.tracker = profile, store, options, tracker
-        # units with the most runs first, so that no long unit starts last while the other workers
-        # idle: in the order of `units` (which stays the book's order) the embedded profile's two
-        # workers ended 1.4 min apart, in this order 3 s apart
-        work = sorted(work, key=lambda unit: -planned_unit_runs(profile, unit))
+        work = largest_first(profile, work)
         self.waiting = collections.deque((unit, 1, 0.0) for unit in work)  # (unit, attempt, not before)
         self.failures: list[str] = []
         self.logs = store.root / profile.name / "logs"
@@ -281,10 +334,8 @@ class _Scheduler:
 
 
 def _run_local(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
-               tracker: Progress) -> list[str]:
-    cores = usable_cores()
-    workers = max(1, options.workers or cores)
-    threads = options.threads or max(1, cores // workers)
+               tracker: Progress, threads: int) -> list[str]:
+    workers = max(1, options.workers or usable_cores())
     scheduler = _Scheduler(profile, work, store, options, tracker)
     scheduler.logs.mkdir(parents=True, exist_ok=True)
     job = unit_job(profile, store, options, threads)
@@ -343,7 +394,7 @@ def _ray_task(job: dict, unit: dict) -> None:
 
 
 def _run_ray(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
-             tracker: Progress) -> list[str]:
+             tracker: Progress, threads: int) -> list[str]:
     try:
         import ray
     except ImportError:
@@ -352,7 +403,7 @@ def _run_ray(profile: Profile, work: list[WorkUnit], store: ResultStore, options
         local = options.address is None
         ray.init(address=options.address, num_cpus=(options.workers or usable_cores()) if local else None,
                  include_dashboard=False, log_to_driver=False, configure_logging=False)
-    job = unit_job(profile, store, options, threads=max(1, int(options.cpus_per_run)))
+    job = unit_job(profile, store, options, threads)
     task = ray.remote(_ray_task).options(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run,
                                          max_retries=0)
     scheduler = _Scheduler(profile, work, store, options, tracker)
@@ -380,4 +431,4 @@ def _run_ray(profile: Profile, work: list[WorkUnit], store: ResultStore, options
     return scheduler.failures
 
 
-__all__ = ["EXECUTORS", "GridOptions", "GridSummary", "run_grid"]
+__all__ = ["EXECUTORS", "GridOptions", "GridSummary", "run_grid", "threads_per_run"]

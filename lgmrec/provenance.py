@@ -36,8 +36,15 @@ def code_version() -> str:
     return f"{version}+g{commit}{'.dirty' if dirty else ''}"
 
 
-@lru_cache(maxsize=1)
 def environment() -> dict[str, str | int]:
+    """Where the run ran. ``torch_threads`` is read at each call, inside the run: the thread count
+    changes float reductions, and an executor sets it per run (``--threads``), so a value cached
+    when the process started could name another setting than the one the run used."""
+    return {**_machine(), "torch_threads": torch.get_num_threads()}
+
+
+@lru_cache(maxsize=1)
+def _machine() -> dict[str, str | int]:
     versions = {}
     for package in ("numpy", "scipy", "pandas"):
         try:
@@ -50,7 +57,6 @@ def environment() -> dict[str, str | int]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count() or 0,
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda or "none",
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         **versions,

@@ -29,9 +29,13 @@ def notebook_path(results_root: str | os.PathLike, profile: str, unit: dict) -> 
     return Path(results_root) / profile / unit["dataset"] / model / f"{name}.ipynb"
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch takes its thread count from these at start
+
+
 def execute_unit_notebook(profile: str, unit: dict, results_root: str, force: bool = False,
-                          retry_failed: bool = False) -> Path:
-    """Execute the notebook for one unit of a NAMED profile; the executed copy is written atomically."""
+                          retry_failed: bool = False, threads: int | None = None) -> Path:
+    """Execute the notebook for one unit of a NAMED profile; the executed copy is written atomically.
+    ``threads``: the kernel's torch threads (it inherits this process's environment)."""
     import papermill
 
     from .errors import LGMRecError
@@ -42,6 +46,8 @@ def execute_unit_notebook(profile: str, unit: dict, results_root: str, force: bo
                       parameter=unit["part"] if unit["experiment"] == "sensitivity" else "",
                       results=str(Path(results_root).resolve()), force=force, retry_failed=retry_failed)
     output = notebook_path(results_root, profile, unit)
+    if threads:  # set here, not left to the caller: a Ray worker's own default is its task's CPUs
+        os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
     try:
         with warnings.catch_warnings():  # the temporary name does not end in .ipynb, by design
             warnings.filterwarnings("ignore", message="The specified file", category=UserWarning)
@@ -61,7 +67,8 @@ def run_unit_job(job: dict, unit: dict) -> None:
             from .errors import ConfigError
 
             raise ConfigError(f"profile {job['profile'].name}: notebooks need a named profile (use --no-notebooks)")
-        execute_unit_notebook(job["profile"], unit, job["results"], job["force"], job["retry_failed"])
+        execute_unit_notebook(job["profile"], unit, job["results"], job["force"], job["retry_failed"],
+                              job.get("threads"))
         return
     import torch
 
