@@ -158,7 +158,9 @@ def _add_grid(commands) -> None:
                       help="local (default): worker processes on this machine; ray: Ray tasks on a cluster "
                            "(pip install '.[cluster]'); inprocess: one after another in this process")
     grid.add_argument("--workers", type=int, default=None, help="local: parallel workers (default: the cores)")
-    grid.add_argument("--threads", type=int, default=None, help="local: torch threads per worker (default: cores / workers)")
+    grid.add_argument("--threads", type=int, default=None,
+                      help="torch threads per run, every executor (default: local and inprocess: cores / workers; "
+                           "ray: --cpus-per-run); the records state it")
     grid.add_argument("--no-notebooks", dest="notebooks", action="store_false",
                       help="run units as function calls instead of papermill-executed notebooks")
     grid.add_argument("--max-attempts", type=int, default=3, help="attempts per unit when workers die (default 3)")
@@ -187,8 +189,9 @@ def run_grid_command(args: argparse.Namespace) -> int:
             for spec in specs:
                 print(f"    {spec.experiment:<12}{spec.variant:<40}{spec.describe()}")
         return 0
-    if args.workers is not None and args.workers < 1 or args.max_attempts < 1:
-        raise ConfigError("--workers and --max-attempts must be >= 1")
+    if args.workers is not None and args.workers < 1 or args.threads is not None and args.threads < 1 \
+            or args.max_attempts < 1:
+        raise ConfigError("--workers, --threads and --max-attempts must be >= 1")
     options = GridOptions(force=args.force, retry_failed=args.retry_failed, notebooks=args.notebooks,
                           max_attempts=args.max_attempts, workers=args.workers, threads=args.threads,
                           address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run)
