@@ -22,9 +22,15 @@ RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run_exper
 KERNEL_SHUTDOWN = "immediate"
 
 
+def unit_model(unit: dict) -> str:
+    """The model a unit trains: LGMRec for ablation and sensitivity units (whose part is "" or a
+    parameter), the unit's part for the others (overall, tuning, and any experiment of one model)."""
+    return "lgmrec" if unit["experiment"] in ("ablation", "sensitivity") else unit["part"]
+
+
 def notebook_path(results_root: str | os.PathLike, profile: str, unit: dict) -> Path:
     """Where a unit's executed notebook is kept: beside its records."""
-    model = unit["part"] if unit["experiment"] in ("overall", "tuning") else "lgmrec"
+    model = unit_model(unit)
     name = unit["experiment"] + (f"-{unit['part']}" if unit["experiment"] == "sensitivity" else "")
     return Path(results_root) / profile / unit["dataset"] / model / f"{name}.ipynb"
 
@@ -42,7 +48,7 @@ def execute_unit_notebook(profile: str, unit: dict, results_root: str, force: bo
     from .files import write_atomic
 
     parameters = dict(profile=profile, experiment=unit["experiment"], dataset=unit["dataset"],
-                      model=unit["part"] if unit["experiment"] in ("overall", "tuning") else "lgmrec",
+                      model=unit_model(unit),
                       parameter=unit["part"] if unit["experiment"] == "sensitivity" else "",
                       results=str(Path(results_root).resolve()), force=force, retry_failed=retry_failed)
     output = notebook_path(results_root, profile, unit)
