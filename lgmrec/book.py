@@ -181,7 +181,8 @@ def _copy_unit_notebook(source: Path, target: Path, profile, unit, kinds: list[s
     notebook = json.loads(source.read_text())
     executed = _dt.datetime.fromtimestamp(source.stat().st_mtime, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     what = {"overall": "overall runs (with its tuning grid, when tuned)", "tuning": "tuning grid",
-            "ablation": "ablation", "sensitivity": f"sensitivity of {unit.part}"}[unit.experiment]
+            "ablation": "ablation", "sensitivity": f"sensitivity of {unit.part}",
+            "error_rates": "error-rate runs (A/A and planted effects)"}[unit.experiment]
     data = "; ".join(DATA_LABELS.get(k, k) for k in kinds) or profile.data
     title = f"# {unit.dataset} · {unit.model}: {what}"
     intro = (f"{title}\n\n**Executed notebook** of this unit of profile `{profile.name}`, run by the grid with "

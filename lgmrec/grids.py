@@ -13,6 +13,9 @@ Experiments (mirroring the paper):
   with the authors' pre-fix hyperedge behaviour;
 - ``sensitivity``: LGMRec with one hyperparameter moved over the authors' search range, the
   others at the dataset's preset values;
+- ``error_rates``: the verdict rule's own error rates: a model (at its default configuration or
+  preset) with twice the overall seeds, compared with itself on disjoint halves of them (A/A: its
+  false alarms), and against versions of itself with a planted, known-sign loss (its power);
 - ``sparsity``, ``efficiency`` and ``claims`` are computed from the runs above.
 
 Profiles: ``embedded`` (the default of ``nox -s reproduce``: the protocol unchanged, on three
@@ -21,7 +24,8 @@ three baselines, one seed: what CI checks against committed values) and ``smoke`
 
 A profile's runs are grouped into :class:`WorkUnit` s, the pieces an executor hands to a worker
 (and papermill executes as one notebook): one (dataset, model) of the overall experiment with its
-tuning and seeds, one dataset's ablation, one (dataset, parameter) of the sensitivity curves.
+tuning and seeds, one dataset's ablation, one (dataset, parameter) of the sensitivity curves, one
+(dataset, model) of the error rates.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .errors import ConfigError
 from .models import available_models, get_model_spec
 from .synthetic import SyntheticPreset
 
-EXPERIMENTS = ("tuning", "overall", "ablation", "sensitivity")
+EXPERIMENTS = ("tuning", "overall", "ablation", "sensitivity", "error_rates")
 # analyses computed from the runs of an experiment above
 DERIVED = {"sparsity": "overall", "efficiency": "overall", "claims": "overall"}
 REFERENCE_MODEL = "lgmrec"
@@ -79,6 +83,13 @@ SMOKE_PRESETS = {
 }
 
 PAPER_SEEDS = (999, 1, 2, 3, 4)  # 999: the authors' seed
+AA_VARIANT = "A/A"  # the error_rates experiment's model at its own configuration
+#: planted effects of the error_rates experiment: model -> variant -> overrides whose loss is known in
+#: sign by construction (a quarter of the embedding: less capacity for the same data; on the embedded
+#: presets about -5 % Recall@20, near what 5 seeds and 800 users can detect)
+PLANTED_EFFECTS: dict[str, dict[str, dict[str, Any]]] = {
+    "lightgcn": {"planted: embedding 16": {"embedding_dim": 16}},
+}
 TuningMode = Literal["none", "reduced", "full"]
 
 
@@ -106,6 +117,11 @@ class Profile:
     sensitivity: Mapping[str, tuple] = field(default_factory=dict)  # parameter -> values
     sensitivity_datasets: tuple[str, ...] | None = None
     sensitivity_seeds: tuple[int, ...] | None = None
+    #: error_rates: the models compared with themselves (and with their planted effects), and the
+    #: seeds, split into two disjoint halves in every way; disjoint from the profile's other seeds, so
+    #: that these runs are their own (a tuned model's overall seeds run at a point chosen later)
+    error_rate_models: tuple[str, ...] = ()
+    error_rate_seeds: tuple[int, ...] = ()
     #: extra synthetic presets this profile's datasets refer to (tests; not in lgmrec.synthetic)
     synthetic_presets: Mapping[str, SyntheticPreset] = field(default_factory=dict)
     data_seed: int = 0  # seed of the synthetic generator
@@ -125,6 +141,10 @@ class Profile:
             raise ConfigError(f"profile {self.name}: no sensitivity grid for {', '.join(sorted(unknown))}")
         if self.tuning not in ("none", "reduced", "full"):
             raise ConfigError(f"profile {self.name}: tuning must be none, reduced or full")
+        if self.error_rate_models and len(self.error_rate_seeds) < 4:
+            raise ConfigError(f"profile {self.name}: error_rates needs at least 4 seeds (two halves of 2)")
+        if set(self.error_rate_seeds) & {*self.seeds, self.tuning_seed}:
+            raise ConfigError(f"profile {self.name}: error_rate_seeds must differ from seeds and tuning_seed")
 
     @property
     def model_names(self) -> list[str]:
@@ -165,6 +185,8 @@ PROFILES: dict[str, Profile] = {
         sensitivity=embedded_sensitivity(),
         sensitivity_datasets=("synth-baby-mini",),
         sensitivity_seeds=PAPER_SEEDS[:3],
+        error_rate_models=("lightgcn", "lgmrec"),
+        error_rate_seeds=tuple(range(5, 15)),
         reductions=(
             "datasets: synthetic presets of about 800 users with the real interactions and items per user, "
             "1.5-2 % dense (not the Amazon data; see the Methods chapter)",
@@ -205,6 +227,8 @@ PROFILES: dict[str, Profile] = {
         ablation_datasets=("smoke-baby",),
         sensitivity={"alpha": (0.0, 0.6), "hyper_num": (2, 8)},
         sensitivity_datasets=("smoke-baby",),
+        error_rate_models=("lightgcn",),
+        error_rate_seeds=(5, 6, 7, 8),
         synthetic_presets=SMOKE_PRESETS,
     ),
 }
@@ -254,11 +278,14 @@ def point_label(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items()) or "default"
 
 
+MODEL_UNITS = ("overall", "tuning", "error_rates")  # experiments whose units are one model's
+
+
 @dataclass(frozen=True)
 class WorkUnit:
     """A piece of a profile that one worker runs: ``experiment`` is overall (with the model's
-    tuning first when it is tuned), tuning (the grid alone), ablation or sensitivity.
-    ``part``: the model (overall, tuning), "" (ablation) or the parameter (sensitivity)."""
+    tuning first when it is tuned), tuning (the grid alone), ablation, sensitivity or error_rates.
+    ``part``: the model (overall, tuning, error_rates), "" (ablation) or the parameter (sensitivity)."""
 
     experiment: str
     dataset: str
@@ -270,7 +297,7 @@ class WorkUnit:
 
     @property
     def model(self) -> str:
-        return self.part if self.experiment in ("overall", "tuning") else REFERENCE_MODEL
+        return self.part if self.experiment in MODEL_UNITS else REFERENCE_MODEL
 
 
 def units(profile: str | Profile, only: str | Sequence[str] | None = None) -> list[WorkUnit]:
@@ -289,6 +316,8 @@ def units(profile: str | Profile, only: str | Sequence[str] | None = None) -> li
     if "sensitivity" in experiments:
         for dataset in profile.sensitivity_datasets or profile.datasets:
             result += [WorkUnit("sensitivity", dataset, p) for p in profile.sensitivity]
+    if "error_rates" in experiments:
+        result += [WorkUnit("error_rates", d, m) for d in profile.datasets for m in profile.error_rate_models]
     return result
 
 
@@ -318,6 +347,10 @@ def unit_specs(profile: str | Profile, unit: WorkUnit, chosen: Mapping[str, Any]
             specs += [RunSpec("sensitivity", f"{unit.part}={value}", unit.dataset, REFERENCE_MODEL, seed,
                               items({unit.part: value}), parameter=unit.part, value=value)
                       for seed in profile.sensitivity_seeds or profile.seeds]
+    elif unit.experiment == "error_rates":
+        variants = {AA_VARIANT: {}, **PLANTED_EFFECTS.get(unit.model, {})}
+        specs += [RunSpec("error_rates", variant, unit.dataset, unit.model, seed, items(overrides))
+                  for variant, overrides in variants.items() for seed in profile.error_rate_seeds]
     return specs
 
 
@@ -329,6 +362,9 @@ def check_unit(profile: Profile, unit: WorkUnit) -> None:
         raise ConfigError(f"profile {profile.name}: no dataset {unit.dataset!r} ({', '.join(profile.datasets)})")
     if unit.experiment in ("overall", "tuning") and unit.part not in profile.model_names:
         raise ConfigError(f"profile {profile.name}: no model {unit.part!r} ({', '.join(profile.model_names)})")
+    if unit.experiment == "error_rates" and unit.part not in profile.error_rate_models:
+        raise ConfigError(f"profile {profile.name}: no error-rate runs of {unit.part!r} "
+                          f"({', '.join(profile.error_rate_models) or 'none'})")
     if unit.experiment == "sensitivity" and unit.part not in profile.sensitivity:
         raise ConfigError(f"profile {profile.name}: no sensitivity curve for {unit.part!r} "
                           f"({', '.join(profile.sensitivity) or 'none'})")
@@ -383,7 +419,7 @@ def with_overrides(spec: RunSpec, extra: Mapping[str, Any]) -> RunSpec:
 
 
 __all__ = [
-    "ABLATIONS", "DEFAULT_PROFILE", "EXPERIMENTS", "PROFILES", "PAPER_SEEDS", "Profile", "RunSpec",
+    "AA_VARIANT", "ABLATIONS", "DEFAULT_PROFILE", "MODEL_UNITS", "PLANTED_EFFECTS", "EXPERIMENTS", "PROFILES", "PAPER_SEEDS", "Profile", "RunSpec",
     "SENSITIVITY_SYMBOLS", "WorkUnit", "available_models", "get_profile", "plan", "point_label",
     "select_experiments", "unit_specs", "units",
 ]

@@ -360,6 +360,17 @@ class Contrast:
     p_users: float = np.nan
     users_test: str = "Wilcoxon signed-rank over users"
     baseline: float = np.nan
+    #: variance of a user x seed difference around its user and seed means (two-way residual; NaN
+    #: with one seed) and the users count that scales the users interval (the design calculator's
+    #: inputs, :mod:`lgmrec.power`)
+    residual_var: float = np.nan
+    n_effective: float = np.nan
+
+    @property
+    def se_users(self) -> float:
+        """Standard error of the estimate over users: the bootstrap distribution's spread."""
+        finite = self.users_distribution[np.isfinite(self.users_distribution)]
+        return float(finite.std(ddof=1)) if len(finite) > 1 else np.nan
 
     def ci_users(self, level: float = LEVEL) -> tuple[float, float]:
         return percentile_interval(self.users_distribution, level)
@@ -421,7 +432,8 @@ def paired_contrast(a: pd.DataFrame, b: pd.DataFrame, n_resamples: int = N_RESAM
         warnings.simplefilter("ignore")
         p_users = wilcoxon_p(per_user, exact=False) if len(per_user) else np.nan
     return Contrast(float(per_user.mean()), len(users), len(seeds), bootstrap_means(per_user, n_resamples=n_resamples),
-                    per_seed, p_users, baseline=float(y.to_numpy().mean()))
+                    per_seed, p_users, baseline=float(y.to_numpy().mean()),
+                    residual_var=residual_variance([(x - y).to_numpy(float)]), n_effective=float(len(users)))
 
 
 def group_contrast(differences: pd.DataFrame, in_first: pd.Series, n_resamples: int = N_RESAMPLES) -> Contrast:
@@ -439,7 +451,24 @@ def group_contrast(differences: pd.DataFrame, in_first: pd.Series, n_resamples: 
     per_seed = (first.mean(axis=0) - second.mean(axis=0)).to_numpy(float)
     p = float(sps.mannwhitneyu(u1, u2, alternative="two-sided").pvalue) if np.any(np.r_[u1, u2] != u1[0]) else 1.0
     return Contrast(float(u1.mean() - u2.mean()), len(differences), differences.shape[1],
-                    bootstrap_means(u1, u2, n_resamples=n_resamples), per_seed, p, users_test="Mann-Whitney U (groups)")
+                    bootstrap_means(u1, u2, n_resamples=n_resamples), per_seed, p, users_test="Mann-Whitney U (groups)",
+                    residual_var=residual_variance([first.to_numpy(float), second.to_numpy(float)]),
+                    n_effective=1.0 / (1.0 / len(u1) + 1.0 / len(u2)))
+
+
+def residual_variance(blocks: Sequence[np.ndarray]) -> float:
+    """Pooled two-way residual variance of users x seeds blocks: each entry minus its user's mean
+    and its seed's mean (plus the block's mean), on (users - 1)(seeds - 1) degrees of freedom per
+    block. It is the part of a per-user difference that more seeds average away. NaN with one seed."""
+    total, df = 0.0, 0
+    for block in blocks:
+        n, s = block.shape
+        if n < 2 or s < 2:
+            continue
+        residual = block - block.mean(axis=1, keepdims=True) - block.mean(axis=0, keepdims=True) + block.mean()
+        total += float((residual ** 2).sum())
+        df += (n - 1) * (s - 1)
+    return total / df if df else np.nan
 
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
@@ -539,5 +568,6 @@ __all__ = [
     "SUPPORTED", "TABLE_METRICS", "VERDICTS", "bootstrap_means", "claim_verdict", "equivalence_verdict",
     "format_mean_std", "group_contrast", "holm", "mean_std", "min_wilcoxon_p", "paired_contrast",
     "paired_seed_tests", "per_user_tests", "percentile_interval", "rank_agreement", "reported_vs_reproduced",
+    "residual_variance",
     "significance_marks", "sparsity_groups", "t_interval", "wilcoxon_p",
 ]

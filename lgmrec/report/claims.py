@@ -13,7 +13,9 @@ Per dataset of the profile:
 
 Every comparison is a :class:`lgmrec.stats.Contrast`; the verdict rule is
 :func:`lgmrec.stats.claim_verdict` (C5: :func:`lgmrec.stats.equivalence_verdict`), at
-``stats.ALPHA`` = 0.05.
+``stats.ALPHA`` = 0.05. Each verdict of C1-C4 carries the minimum detectable effect of its headline
+comparison (80 % power, :mod:`lgmrec.power`) and, where the published record gives one, the margin
+the paper claims for it (:func:`lgmrec.literature.claimed_margin`).
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import stats
+from .. import power, stats
 from ..grids import PUBLISHED_VARIANT
 from .context import MAIN_METRICS, TABLE_METRICS, BookContext, is_reference, metric_label
-from .contrasts import contrast_cells, contrast_numbers, overall_contrasts, variant_contrasts
+from .contrasts import contrast_cells, contrast_numbers, mde_numbers, overall_contrasts, variant_contrasts
 from .display import DASH, NBSP, Html, Table, Tables, escape, fmt_ci, fmt_num, fmt_p, fmt_pct, fmt_signed
 
 CLAIMS = {
@@ -38,12 +40,15 @@ CLAIMS = {
     "C5": ("published numbers", "the paper's LGMRec numbers (Table 2) are reproduced within 5 %"),
 }
 TESTS = {
-    "C1": "LGMRec − each baseline, 4 metrics: paired bootstrap over users and t over seeds (95 %); "
-          "supported if all above 0 (intersection-union test)",
-    "C2": "full − w/o CGE, full − w/o MGE on Recall@20, NDCG@20: paired bootstrap over users, t over seeds (95 %)",
-    "C3": "full − w/o GHE, full − w/o HCL on Recall@20, NDCG@20: paired bootstrap over users, t over seeds (95 %)",
-    "C4": "advantage (few) − advantage (many) on Recall@20, NDCG@20: bootstrap within groups over users, "
-          "t over seeds (95 %); Mann-Whitney U",
+    "C1": "LGMRec − each baseline, 4 metrics (a family of 4 × the baselines): paired bootstrap over users and "
+          "t over seeds (95 %); supported if all above 0 (intersection-union test: no correction), contradicted "
+          "if one is below 0 at the Bonferroni level α / family size",
+    "C2": "full − w/o CGE, full − w/o MGE on Recall@20, NDCG@20 (a family of 4): paired bootstrap over users, "
+          "t over seeds (95 %); contradicted at α / 4",
+    "C3": "full − w/o GHE, full − w/o HCL on Recall@20, NDCG@20 (a family of 4): paired bootstrap over users, "
+          "t over seeds (95 %); contradicted at α / 4",
+    "C4": "advantage (few) − advantage (many) on Recall@20, NDCG@20 (a family of 2): bootstrap within groups over "
+          "users, t over seeds (95 %); Mann-Whitney U; contradicted at α / 2",
     "C5": "equivalence within ±5 % (TOST, 90 % t interval over seeds) on the 4 metrics",
 }
 ABLATION_PAIRS = {"C2": ("w/o CGE", "w/o MGE"), "C3": ("w/o GHE", "w/o HCL")}
@@ -61,6 +66,30 @@ class ClaimResult:
     details: pd.DataFrame = field(repr=False)  # one row per comparison, numbers (the CSV)
     shown: pd.DataFrame = field(repr=False)  # the same, formatted for the chapter
     note: str = ""
+    #: the headline comparison's minimum detectable effect (80 % power) and the paper's margin for
+    #: it, both in % of the baseline where the baseline is a mean (else absolute), None: no margin
+    mde: float = np.nan
+    mde_relative: bool = True
+    margin: float | None = None
+    comparisons: int = 0  # the family behind the verdict (its Bonferroni divisor)
+
+    @property
+    def detectable(self) -> str:
+        """What this design could see, for the verdict table; '–' where nothing was tested."""
+        if self.verdict == stats.NOT_TESTED or not np.isfinite(self.mde):
+            return DASH
+        return power.detectability(self.mde, self.margin, self.mde_relative)
+
+
+def _with_mde(result: ClaimResult, contrast: stats.Contrast, margin: float | None, comparisons: int) -> ClaimResult:
+    """``result`` with the MDE of its headline ``contrast`` (in % of its baseline where it has one)."""
+    found = power.mde(contrast).rule
+    relative = bool(np.isfinite(contrast.baseline) and contrast.baseline)
+    result.mde = 100 * found / contrast.baseline if relative else found
+    result.mde_relative = relative
+    result.margin = margin
+    result.comparisons = comparisons
+    return result
 
 
 def compute_claims(ctx: BookContext) -> list[ClaimResult]:
@@ -110,17 +139,35 @@ def claim_c1(ctx: BookContext, dataset: str) -> ClaimResult:
         rows.append({"metric": metric, "strongest baseline": strongest["variant"], **contrast.row(),
                      "baselines beaten (all intervals > 0)": beaten, "baselines": len(part)})
         cells = contrast_cells(contrast)
+        margin = _paper_margin(dataset, strongest["model"], metric)
+        rows[-1].update(mde_numbers(contrast), **{"paper's margin %": margin})
         shown.append({"metric": metric_label(metric), "strongest baseline": strongest["variant"],
                       "LGMRec − strongest": cells["difference"], "95% CI users": cells["95% CI users"],
-                      "95% CI seeds": cells["95% CI seeds"], "beats": f"{beaten}/{len(part)}"})
+                      "95% CI seeds": cells["95% CI seeds"], "MDE (80%)": cells["MDE (80%)"],
+                      "paper's margin": fmt_pct(margin) if margin is not None else DASH,
+                      "beats": f"{beaten}/{len(part)}"})
     main = table[(table["metric"] == "recall@20")]
     main = main.loc[main["baseline mean"].idxmax()] if len(main) else table.iloc[0]
-    details = pd.concat([pd.DataFrame(rows).assign(dataset=dataset),
-                         contrast_numbers(table).assign(level="every baseline")], ignore_index=True)
-    return ClaimResult("C1", dataset, verdict,
-                       _headline(main["contrast"], f"over {main['variant']} ({metric_label(main['metric'])})"),
-                       _basis(table["contrast"]), details, pd.DataFrame(shown).set_index("metric"),
-                       "beats: baselines whose every interval of LGMRec − baseline lies above 0")
+    every = contrast_numbers(table).assign(level="every baseline")
+    every["paper's margin %"] = [_paper_margin(dataset, m, metric) for m, metric in zip(table["model"], table["metric"])]
+    details = pd.concat([pd.DataFrame(rows).assign(dataset=dataset), every], ignore_index=True)
+    result = ClaimResult("C1", dataset, verdict,
+                         _headline(main["contrast"], f"over {main['variant']} ({metric_label(main['metric'])})"),
+                         _basis(table["contrast"]), details, pd.DataFrame(shown).set_index("metric"),
+                         "beats: baselines whose every interval of LGMRec − baseline lies above 0; MDE: the "
+                         "difference this design detects with 80 % power; paper's margin: the paper's LGMRec number "
+                         "over the baseline's published value (the published record), on real data")
+    return _with_mde(result, main["contrast"], _paper_margin(dataset, main["model"], main["metric"]), len(table))
+
+
+def _paper_margin(dataset: str, baseline: str, metric: str) -> float | None:
+    """The paper's margin over ``baseline`` in % (the published record), None where it has none."""
+    from ..literature import METRICS, claimed_margin
+    from ..models import dataset_family
+
+    family = dataset_family(dataset)
+    margin = claimed_margin(family, baseline, metric) if family and metric in METRICS else None
+    return None if margin is None else 100 * margin
 
 
 # ---------------------------------------------------------------------------- C2, C3
@@ -141,13 +188,15 @@ def claim_ablation(ctx: BookContext, dataset: str) -> list[ClaimResult]:
             shown.append({"comparison": f"full − {row['variant']}", "metric": metric_label(row["metric"]),
                           "difference": cells["difference"], "95% CI users": cells["95% CI users"],
                           "95% CI seeds": cells["95% CI seeds"], "p users": cells["p users"],
-                          "p seeds (min)": cells["p seeds (min)"]})
+                          "p seeds (min)": cells["p seeds (min)"], "MDE (80%)": cells["MDE (80%)"]})
         weakest = min(table["contrast"], key=lambda c: c.ci_users()[0] if np.isfinite(c.ci_users()[0]) else np.inf)
         row = table[table["contrast"].map(lambda c: c is weakest)].iloc[0]
-        results.append(ClaimResult(
+        result = ClaimResult(
             claim, dataset, verdict,
             _headline(weakest, f"weakest: full − {row['variant']} ({metric_label(row['metric'])})"),
-            _basis(table["contrast"]), contrast_numbers(table), pd.DataFrame(shown).set_index(["comparison", "metric"])))
+            _basis(table["contrast"]), contrast_numbers(table), pd.DataFrame(shown).set_index(["comparison", "metric"]),
+            "the paper's ablation numbers were not obtained: no claimed margin to set the MDE against")
+        results.append(_with_mde(result, weakest, None, len(table)))
     return results
 
 
@@ -191,15 +240,17 @@ def claim_c4(ctx: BookContext, dataset: str) -> ClaimResult:
         shown.append({"metric": metric_label(metric), "advantage, few": fmt_signed(advantage_few),
                       "advantage, many": fmt_signed(advantage_many), "few − many": fmt_signed(contrast.estimate),
                       "95% CI users": cells["95% CI users"], "95% CI seeds": cells["95% CI seeds"],
-                      "p (Mann-Whitney)": fmt_p(contrast.p_users)})
+                      "p (Mann-Whitney)": fmt_p(contrast.p_users), "MDE (80%)": cells["MDE (80%)"]})
+        rows[-1].update(mde_numbers(contrast))
     verdict = stats.claim_verdict(contrasts)
     main = contrasts[0]
     note = (f"strongest baseline (mean Recall@20): {baseline}; few: at most {cut:g} training interactions "
             f"({rows[0]['users few']} users), many: more ({rows[0]['users many']} users)")
     effect = (f"advantage over {baseline}, few − many (Recall@20): {fmt_signed(main.estimate)}, "
               f"95%{NBSP}CI{NBSP}users {fmt_ci(*main.ci_users())}")
-    return ClaimResult("C4", dataset, verdict, effect, _basis(contrasts),
-                       pd.DataFrame(rows).assign(dataset=dataset), pd.DataFrame(shown).set_index("metric"), note)
+    result = ClaimResult("C4", dataset, verdict, effect, _basis(contrasts),
+                         pd.DataFrame(rows).assign(dataset=dataset), pd.DataFrame(shown).set_index("metric"), note)
+    return _with_mde(result, main, None, len(contrasts))
 
 
 # ---------------------------------------------------------------------------- C5
@@ -256,7 +307,8 @@ def claim_c5(ctx: BookContext, dataset: str) -> ClaimResult:
 def verdict_frame(ctx: BookContext) -> pd.DataFrame:
     """One row per claim and dataset: claim, dataset, verdict, effect, basis (formatted)."""
     rows = [{"claim": f"{r.claim} {CLAIMS[r.claim][0]}", "dataset": r.dataset, "verdict": r.verdict,
-             "effect (95% CI)": r.effect, "seeds, users": r.basis} for r in compute_claims(ctx)]
+             "effect (95% CI)": r.effect, "seeds, users": r.basis, "what this design could detect": r.detectable}
+            for r in compute_claims(ctx)]
     return pd.DataFrame(rows)
 
 
@@ -270,7 +322,10 @@ def verdict_table(ctx: BookContext, name: str = "claims-verdicts") -> Table:
                  f"(level α = {stats.ALPHA}; {summary})", bold=bold,
                  note="supported: every comparison of the claim lies above 0 with every 95 % interval (users, and "
                       "seeds where there are 2 or more); contradicted: one lies below 0 at the Bonferroni-corrected "
-                      "level; inconclusive: neither. C5 is an equivalence test within ±5 %.")
+                      "level; inconclusive: neither. C5 is an equivalence test within ±5 %. What this design could "
+                      "detect: the headline comparison's minimum detectable effect (80 % power at the verdict's "
+                      "level, from the observed variances over users and seeds) against the paper's margin for it "
+                      "where the published record gives one.")
 
 
 def claim_tables(ctx: BookContext, claim: str) -> Tables:

@@ -1,16 +1,17 @@
 """Paired comparisons computed from the per-user metrics: LGMRec against every baseline of the
 overall experiment, and against each ablation variant; each a :class:`lgmrec.stats.Contrast`
-(difference, bootstrap interval over users, t interval and exact Wilcoxon over seeds)."""
+(difference, bootstrap interval over users, t interval and exact Wilcoxon over seeds) with its
+minimum detectable effect at 80 % power (:mod:`lgmrec.power`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .. import stats
+from .. import power, stats
 from ..grids import PUBLISHED_VARIANT
 from .context import MAIN_METRICS, BookContext, is_reference, metric_label, order_rows
-from .display import NBSP, fmt_ci, fmt_p, fmt_pct, fmt_signed
+from .display import DASH, NBSP, fmt_ci, fmt_num, fmt_p, fmt_pct, fmt_signed
 
 
 def overall_contrasts(ctx: BookContext, metrics=stats.TABLE_METRICS) -> pd.DataFrame:
@@ -84,7 +85,7 @@ def contrast_numbers(table: pd.DataFrame, level: float = stats.LEVEL) -> pd.Data
     """A contrasts table with the Contrast objects spelled out as numeric columns (for CSVs)."""
     if table.empty:
         return table.drop(columns=["contrast"], errors="ignore")
-    numbers = pd.DataFrame([c.row(level) for c in table["contrast"]], index=table.index)
+    numbers = pd.DataFrame([{**c.row(level), **mde_numbers(c)} for c in table["contrast"]], index=table.index)
     return pd.concat([table.drop(columns=["contrast", "p users", "p seeds"], errors="ignore"), numbers], axis=1)
 
 
@@ -102,7 +103,24 @@ def contrast_cells(contrast: stats.Contrast, p_users: float | None = None, p_see
         "p users": fmt_p(p_users),
         "p seeds (min)": (f"{fmt_p(p_seeds)} ({fmt_p(contrast.p_seeds_min)})" if contrast.n_seeds >= 2
                           else f"– ({contrast.n_seeds} seed)"),
+        "MDE (80%)": mde_cell(contrast),
     }
+
+
+def mde_numbers(contrast: stats.Contrast) -> dict[str, float]:
+    """The contrast's minimum detectable effect at 80 % power for its own design (CSV columns)."""
+    found = power.mde(contrast)
+    relative = 100 * found.rule / contrast.baseline if np.isfinite(contrast.baseline) and contrast.baseline else np.nan
+    return {"MDE": found.rule, "MDE %": relative, "MDE users": found.users, "MDE seeds": found.seeds}
+
+
+def mde_cell(contrast: stats.Contrast) -> str:
+    numbers = mde_numbers(contrast)
+    if not np.isfinite(numbers["MDE"]):
+        return DASH
+    if np.isfinite(numbers["MDE %"]):
+        return f"±{fmt_num(numbers['MDE'])}{NBSP}(±{numbers['MDE %']:.1f}{NBSP}%)"
+    return f"±{fmt_num(numbers['MDE'])}"
 
 
 def label_metric(table: pd.DataFrame) -> pd.DataFrame:
@@ -111,4 +129,4 @@ def label_metric(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-__all__ = ["contrast_cells", "contrast_numbers", "overall_contrasts", "variant_contrasts"]
+__all__ = ["contrast_cells", "contrast_numbers", "mde_cell", "mde_numbers", "overall_contrasts", "variant_contrasts"]

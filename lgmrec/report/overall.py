@@ -90,7 +90,7 @@ def significance_tables(ctx: BookContext, metrics: Iterable[str] = MAIN_METRICS)
             rows.append({"baseline": row["variant"], "metric": metric_label(row["metric"]),
                          "LGMRec − baseline": cells["difference"], "95% CI users": cells["95% CI users"],
                          "95% CI seeds": cells["95% CI seeds"], "p users (Holm)": cells["p users"],
-                         "p seeds (Holm; min)": cells["p seeds (min)"]})
+                         "p seeds (Holm; min)": cells["p seeds (min)"], "MDE (80%)": cells["MDE (80%)"]})
         shown = pd.DataFrame(rows).set_index(["baseline", "metric"])
         first = part["contrast"].iloc[0]
         caption = (f"{dataset}: LGMRec minus each baseline; {first.n_users} test users, {first.n_seeds} seeds "

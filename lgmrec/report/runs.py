@@ -62,6 +62,8 @@ def unit_for(profile, experiment: str, dataset: str, model: str, parameter) -> W
         return WorkUnit(kind, dataset, model)
     if experiment == "ablation":
         return WorkUnit("ablation", dataset, "")
+    if experiment == "error_rates":
+        return WorkUnit("error_rates", dataset, model)
     return WorkUnit("sensitivity", dataset, parameter or "")
 
 

@@ -11,7 +11,7 @@ from .. import stats
 from ..grids import point_label
 from ..models import get_model_spec
 from .context import MAIN_METRICS, BookContext, metric_label, model_order
-from .contrasts import contrast_cells
+from .contrasts import contrast_cells, mde_numbers
 from .display import Html, Table, Tables, escape, fmt_num, fmt_value
 
 TEST_CHOSEN_PREFIX = "test-chosen: "
@@ -86,7 +86,8 @@ def tuning_frame(ctx: BookContext) -> pd.DataFrame:
 def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.drop(columns=["users contrast", "seeds contrast"]).copy()
     for column, prefix in (("users contrast", "tuning seed: "), ("seeds contrast", "fresh seeds: ")):
-        numbers = pd.DataFrame([c.row() if c is not None else {} for c in frame[column]], index=frame.index)
+        numbers = pd.DataFrame([{**c.row(), **mde_numbers(c)} if c is not None else {} for c in frame[column]],
+                               index=frame.index)
         out = pd.concat([out, numbers.add_prefix(prefix)], axis=1)
     return out
 
@@ -122,7 +123,7 @@ def optimism_tables(ctx: BookContext) -> Tables:
                          "validation-chosen": fmt_num(row["validation-chosen test"]),
                          "test-chosen": fmt_num(row["test-chosen test"]),
                          "optimism": cells.get("difference", "–"), "95% CI users": cells.get("95% CI users", "–"),
-                         "p users": cells.get("p users", "–")})
+                         "p users": cells.get("p users", "–"), "MDE (80%)": cells.get("MDE (80%)", "–")})
         shown = pd.DataFrame(rows).set_index(["model", "metric"])
         users = next((c.n_users for c in part["users contrast"] if c is not None), 0)
         out.append(Table(shown, f"tuning-optimism-{dataset}", data=_numbers(part),
@@ -150,7 +151,7 @@ def replication_tables(ctx: BookContext) -> Tables:
             rows.append({"model": row["model"], "metric": metric_label(row["metric"]), "seeds": contrast.n_seeds,
                          "test-chosen − validation-chosen": cells["difference"],
                          "95% CI seeds": cells["95% CI seeds"], "95% CI users": cells["95% CI users"],
-                         "p seeds (min)": cells["p seeds (min)"]})
+                         "p seeds (min)": cells["p seeds (min)"], "MDE (80%)": cells["MDE (80%)"]})
         out.append(Table(pd.DataFrame(rows).set_index(["model", "metric"]), f"tuning-replication-{dataset}",
                          data=_numbers(part), caption=f"{dataset}: the two points trained with the other seeds"))
     return out

@@ -71,7 +71,8 @@ def ablation_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
                          "mean [95% CI]": _mean_cell(row),
                          "full − variant": cells.get("difference", "reference"),
                          "95% CI users": cells.get("95% CI users", "–"),
-                         "95% CI seeds": cells.get("95% CI seeds", "–")})
+                         "95% CI seeds": cells.get("95% CI seeds", "–"),
+                         "MDE (80%)": cells.get("MDE (80%)", "–")})
         shown = pd.DataFrame(rows).set_index(["variant", "metric"])
         bases = sorted(set(part["interval"]))
         data = part.merge(contrast_numbers(contrasts[contrasts["dataset"] == dataset]),

@@ -16,7 +16,7 @@ def test_collect_labels_runs_with_every_experiment_they_serve(smoke_results):
     table = collect("smoke", store=smoke_results)
     counts = table.groupby("experiment").size().to_dict()
     # overall: 3 models x 2 datasets x 2 seeds; tuning: 3 points x 2 tuned models x 2 datasets
-    assert counts == {"overall": 12, "tuning": 12, "ablation": 18, "sensitivity": 8}
+    assert counts == {"overall": 12, "tuning": 12, "ablation": 18, "sensitivity": 8, "error_rates": 16}
     full_in_ablation = table[(table.experiment == "ablation") & (table.variant == "LGMRec")].sort_values("seed")
     overall_lgmrec = table[(table.experiment == "overall") & (table.model == "lgmrec")
                            & (table.dataset == "smoke-baby")].sort_values("seed")

@@ -108,7 +108,7 @@ def test_unknown_profile_and_experiment_are_config_errors():
 def test_grid_dry_run_lists_units_and_runs(capsys, tmp_path):
     assert main(["grid", "--profile", "smoke", "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "9 units" in out and "overall/smoke-baby/bpr: 3 runs + 2 seeds at the chosen point" in out
+    assert "11 units" in out and "overall/smoke-baby/bpr: 3 runs + 2 seeds at the chosen point" in out
     assert "w/o HCL" in out and "hyper_num=8" in out
     assert not any(tmp_path.iterdir())
 

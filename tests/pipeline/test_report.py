@@ -52,7 +52,8 @@ def test_overall_tables_hold_the_means_over_seeds(ctx):
 
 def test_runs_tables_list_every_planned_variant_with_its_curve(ctx):
     tables = {t.name: t for t in runs_tables(ctx, "smoke-baby")}
-    assert set(tables) == {f"runs-smoke-baby-{e}" for e in ("tuning", "overall", "ablation", "sensitivity")}
+    assert set(tables) == {f"runs-smoke-baby-{e}" for e in ("tuning", "overall", "ablation", "sensitivity",
+                                                                        "error_rates")}
     ablation = tables["runs-smoke-baby-ablation"].frame
     assert list(ablation.index) == list(ABLATIONS)  # in the design's order
     tuning = tables["runs-smoke-baby-tuning"].frame
@@ -91,7 +92,7 @@ def test_how_runs_ended():
 
 def test_stopping_frame_counts_every_run_of_every_experiment(ctx):
     frame = stopping_frame(ctx)
-    assert set(frame["experiment"]) == {"tuning", "overall", "ablation", "sensitivity"}
+    assert set(frame["experiment"]) == {"tuning", "overall", "ablation", "sensitivity", "error_rates"}
     assert (frame["ended by"] == "epoch cap").all()  # the smoke profile's 3 epochs and patience 3
 
 
