@@ -41,13 +41,17 @@ N_RESAMPLES = 2000  # bootstrap resamples
 BOOTSTRAP_SEED = 20240  # the bootstrap's random generator seed: the same results give the same book
 TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")  # the paper's table columns
 
-#: Recall@20 of LGMRec reported by later papers that re-ran it on the released files
-#: (shared/reference/README.md): a reproduction inside the band agrees with the literature.
-LITERATURE_BANDS = {
-    ("baby", "recall@20"): (0.0965, 0.1002),
-    ("sports", "recall@20"): (0.1063, 0.1091),
-    ("clothing", "recall@20"): (0.0791, 0.0830),
-}
+
+def literature_band(family: str, metric: str) -> tuple[float, float, int] | None:
+    """LGMRec's published range on a dataset family and metric, and how many sources print a
+    value in it, computed from the published record (:mod:`lgmrec.literature`); None: no values."""
+    from . import literature
+
+    if family not in ("baby", "sports", "clothing") or metric not in literature.METRICS:
+        return None
+    record = literature.model_record(family, literature.MODEL, metric)
+    return None if record is None else (record.low, record.high, record.n_sources)
+
 
 SOURCE_LABELS = {
     "paper-table2": "LGMRec paper, Table 2",
@@ -55,6 +59,7 @@ SOURCE_LABELS = {
     "author-rerun-after-fix": "authors' rerun after the hyperedge fix",
     "mmrec-evaluation-readme": "MMRec framework README",
     "third-party-table-unverified": "later paper's table (unverified)",
+    "published-record": "published record: median of the independent values (lgmrec.literature)",
 }
 
 
@@ -214,13 +219,14 @@ def reported_vs_reproduced(
                     f"{row['data_kind']}: {row['dataset']}" + (" (not the Amazon data)" if not real else ""))
             for _, ref in matches[matches["metric"] == metric].iterrows():
                 delta = 100.0 * (mean - ref["value"]) / ref["value"] if real else np.nan
-                band = LITERATURE_BANDS.get((family, metric)) if label == "LGMRec" else None
+                band = literature_band(family, metric) if label == "LGMRec" else None
                 if not real:
                     verdict = "synthetic data: not comparable" if row["data_kind"] == "synthetic" \
                         else "unverified data folder: not comparable"
                 elif band is not None:
                     inside = band[0] <= mean <= band[1]
-                    verdict = f"{'inside' if inside else 'outside'} literature band {band[0]:.4f}-{band[1]:.4f}"
+                    verdict = (f"{'inside' if inside else 'outside'} the published range {band[0]:.4f}-{band[1]:.4f} "
+                               f"({band[2]} sources)")
                 else:
                     verdict = f"delta {delta:+.1f} %"
                 rows.append({
@@ -564,9 +570,9 @@ def _spearman_permutation_p(x: np.ndarray, y: np.ndarray, observed: float) -> fl
 
 
 __all__ = [
-    "ALPHA", "CONTRADICTED", "Contrast", "Equivalence", "INCONCLUSIVE", "LEVEL", "LITERATURE_BANDS", "NOT_TESTED",
+    "ALPHA", "CONTRADICTED", "Contrast", "Equivalence", "INCONCLUSIVE", "LEVEL", "NOT_TESTED",
     "SUPPORTED", "TABLE_METRICS", "VERDICTS", "bootstrap_means", "claim_verdict", "equivalence_verdict",
-    "format_mean_std", "group_contrast", "holm", "mean_std", "min_wilcoxon_p", "paired_contrast",
+    "format_mean_std", "group_contrast", "holm", "literature_band", "mean_std", "min_wilcoxon_p", "paired_contrast",
     "paired_seed_tests", "per_user_tests", "percentile_interval", "rank_agreement", "reported_vs_reproduced",
     "residual_variance",
     "significance_marks", "sparsity_groups", "t_interval", "wilcoxon_p",

@@ -6,8 +6,10 @@
   the paper), the authors' post-fix rerun with the fixed LGMRec.
 - Synthetic data: absolute numbers are not comparable, so the chapter compares the ranking of the
   models and each model's score relative to a reference model (LightGCN = 1.0) with the same
-  ratios computed from the published tables, with Spearman's and Kendall's rank correlations;
-  the absolute published numbers appear only as a separate reference table.
+  ratios computed from the published record (:func:`lgmrec.literature.published`: the median of
+  each model's independent published values, verified ones first; each row says how many sources
+  stand behind it), with Spearman's and Kendall's rank correlations; the absolute published
+  numbers appear only as a separate reference table.
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ import pandas as pd
 
 from .. import stats
 from ..grids import PUBLISHED_VARIANT
-from ..models import dataset_family
+from ..models import DATASET_FAMILIES as FAMILIES, dataset_family
 from .context import MAIN_METRICS, TABLE_METRICS, BookContext, metric_label, model_labels, order_rows
 from .display import NBSP, Html, Table, Tables, escape, fmt_p
 
-#: which source stands for a model's published number, best first
-SOURCE_PREFERENCE = ("paper-table2", "official-log-2023-08-12", "mmrec-evaluation-readme",
-                     "third-party-table-unverified")
-VERIFIED_SOURCES = SOURCE_PREFERENCE[:3]
+RECORD_SOURCE = "published-record"  # the published record's value, as a source of reported_tables
 PAPER_SOURCES = ("paper-table2", "official-log-2023-08-12")  # produced by the hyperedge-bug code
 FIXED_SOURCES = ("author-rerun-after-fix",)
 REFERENCE_MODELS = ("LightGCN", "BPR")
@@ -37,12 +36,51 @@ def reported() -> pd.DataFrame:
 
 
 def published_for(family: str, metric: str) -> pd.DataFrame:
-    """One published value per model (the preferred source) for a dataset family and metric."""
-    table = reported()
-    table = table[(table["dataset"] == family) & (table["metric"] == metric)].copy()
-    table["rank of source"] = table["source"].map({s: i for i, s in enumerate(SOURCE_PREFERENCE)})
-    table = table.dropna(subset=["rank of source"]).sort_values("rank of source")
-    return table.drop_duplicates("model").set_index("model")
+    """One published value per model for a dataset family and metric, from the published record:
+    value, verified (only verified values used), values (distinct independent values behind it),
+    sources (the sources printing them, copies included), source ids."""
+    from .. import literature
+
+    rows = {}
+    if family in FAMILIES and metric in literature.METRICS:
+        for model in literature.read_registry()["model"].unique():
+            found = literature.published(family, model, metric)
+            if found is not None:
+                rows[model] = {"value": found.value, "verified": found.verified, "values": found.n_values,
+                               "sources": found.n_sources, "source ids": " ".join(found.sources)}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["value", "verified", "values", "sources",
+                                                                  "source ids"])
+    frame.index.name = "model"
+    return frame
+
+
+def support_text(row: pd.Series) -> str:
+    """How many sources stand behind a published value, for a table cell."""
+    values = f"{row['values']} independent value{'s' if row['values'] != 1 else ''}"
+    return f"{row['sources']} source{'s' if row['sources'] != 1 else ''} ({values}{', verified' if row['verified'] else ''})"
+
+
+def printed_by(family: str | None, model: str, metric: str, value: float) -> str:
+    """How many sources of the published record print this value, for a table cell."""
+    from .. import literature
+
+    if family not in FAMILIES or metric not in literature.METRICS:
+        return "not in the published record (Recall@20, NDCG@20 only)"
+    table = literature.lineage()
+    table = table[(table["family"] == family) & (table["model"] == model)]
+    n = int((table[metric].round(6) == round(float(value), 6)).sum())
+    return f"{n} source{'s' if n != 1 else ''} of the published record print it"
+
+
+def record_reported() -> pd.DataFrame:
+    """The published record's value of every model, in the shape of the ``reported`` table."""
+    rows = []
+    for family in FAMILIES:
+        for metric in MAIN_METRICS:
+            frame = published_for(family, metric)
+            rows += [{"dataset": family, "model": model, "metric": metric, "value": row["value"],
+                      "source": RECORD_SOURCE, "support": support_text(row)} for model, row in frame.iterrows()]
+    return pd.DataFrame(rows)
 
 
 def reproduced_means(ctx: BookContext, dataset: str, metric: str) -> pd.Series:
@@ -71,7 +109,9 @@ def ranking_frame(ctx: BookContext, dataset: str, metric: str) -> tuple[pd.DataF
         "reproduced": means[common], "reproduced ratio": means[common] / means[reference],
         "published": published.loc[common, "value"].astype(float),
         "published ratio": published.loc[common, "value"].astype(float) / float(published.loc[reference, "value"]),
-        "source": published.loc[common, "source"],
+        "verified": published.loc[common, "verified"].astype(bool),
+        "sources": published.loc[common, "sources"], "values": published.loc[common, "values"],
+        "source ids": published.loc[common, "source ids"],
     })
     frame["reproduced rank"] = frame["reproduced ratio"].rank(ascending=False, method="min").astype(int)
     frame["published rank"] = frame["published ratio"].rank(ascending=False, method="min").astype(int)
@@ -81,7 +121,7 @@ def ranking_frame(ctx: BookContext, dataset: str, metric: str) -> tuple[pd.DataF
 
 def agreement_line(frame: pd.DataFrame) -> str:
     parts = []
-    for name, subset in (("all sources", frame), ("verified sources only", frame[frame["source"].isin(VERIFIED_SOURCES)])):
+    for name, subset in (("all models", frame), ("verified values only", frame[frame["verified"]])):
         result = stats.rank_agreement(subset["reproduced ratio"], subset["published ratio"])
         if result["n"] < 3 or np.isnan(result["spearman"]):
             parts.append(f"{name}: n = {result['n']}, too few models to rank")
@@ -98,7 +138,7 @@ def agreement_frame(ctx: BookContext, metrics=MAIN_METRICS) -> pd.DataFrame:
             frame, reference = ranking_frame(ctx, dataset, metric)
             if frame.empty:
                 continue
-            for name, subset in (("all", frame), ("verified", frame[frame["source"].isin(VERIFIED_SOURCES)])):
+            for name, subset in (("all", frame), ("verified", frame[frame["verified"]])):
                 rows.append({"dataset": dataset, "metric": metric, "sources": name, "reference": reference,
                              **stats.rank_agreement(subset["reproduced ratio"], subset["published ratio"])})
     return pd.DataFrame(rows)
@@ -106,7 +146,6 @@ def agreement_frame(ctx: BookContext, metrics=MAIN_METRICS) -> pd.DataFrame:
 
 def ranking_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
     out = Tables()
-    source_labels = stats.SOURCE_LABELS
     for dataset in ctx.profile.datasets:
         for metric in metrics:
             frame, reference = ranking_frame(ctx, dataset, metric)
@@ -119,41 +158,49 @@ def ranking_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
                 "rank": frame["reproduced rank"],
                 "published ratio": frame["published ratio"].map(lambda v: f"{v:.3f}"),
                 "published rank": frame["published rank"],
-                "published by": frame["source"].map(lambda s: source_labels.get(s, s)),
+                "published value": frame["published"].map(lambda v: f"{v:.4f}"),
+                "behind it": frame.apply(support_text, axis=1),
             }, index=frame.index)
             out.append(Table(shown, f"ranking-{dataset}-{metric}", data=frame.reset_index(),
                              caption=f"{dataset} (synthetic) vs published {dataset_family(dataset)}: "
                                      f"{metric_label(metric)} relative to {reference} = 1.0",
-                             note=f"Rank agreement: {agreement_line(frame)} (p: permutation test)"))
+                             note=f"Published ratio: the published record's value (median of a model's independent "
+                                  f"published values, verified ones first; see The published record) over "
+                                  f"{reference}'s. Rank agreement: {agreement_line(frame)} (p: permutation test)"))
     return out
 
 
 def published_reference_tables(ctx: BookContext) -> Tables:
-    """The absolute published numbers of the dataset families the profile mimics (reference only)."""
+    """The published record's values on the dataset families the profile mimics (reference only)."""
     out = Tables()
     families = list(dict.fromkeys(f for f in map(dataset_family, ctx.profile.datasets) if f))
-    labels = set(model_labels()[m] for m in ctx.profile.model_names)
-    table = reported()
+    labels = model_labels()
     for family in families:
-        part = table[(table["dataset"] == family) & table["model"].isin(labels) & table["metric"].isin(TABLE_METRICS)]
-        if part.empty:
+        parts = []
+        for metric in MAIN_METRICS:
+            frame = published_for(family, metric)
+            frame = frame[frame.index.isin(set(labels[m] for m in ctx.profile.model_names))]
+            parts.append(frame.assign(metric=metric_label(metric)))
+        data = pd.concat(parts).reset_index()
+        if data.empty:
             continue
-        wide = part.pivot_table(index=["model", "source"], columns="metric", values="value", aggfunc="first")
-        wide = wide.reindex(columns=[m for m in TABLE_METRICS if m in wide.columns])
-        wide.columns = [metric_label(m) for m in wide.columns]
-        wide = wide.reset_index()
-        wide["source"] = wide["source"].map(lambda s: stats.SOURCE_LABELS.get(s, s))
-        wide = order_rows(wide.assign(_model=wide["model"].map({v: k for k, v in model_labels().items()})),
-                          "_model", None).drop(columns="_model").set_index(["model", "source"])
-        out.append(Table(wide, f"published-{family}", caption=f"Published numbers on the Amazon {family} data "
-                                                              f"(reference only: not comparable with synthetic numbers)"))
+        data["_model"] = data["model"].map({v: k for k, v in labels.items()})
+        data = order_rows(data, "_model", None).drop(columns="_model")
+        shown = pd.DataFrame({"model": data["model"], "metric": data["metric"],
+                              "published value": data["value"].map(lambda v: f"{v:.4f}"),
+                              "behind it": data.apply(support_text, axis=1)}).set_index(["model", "metric"])
+        out.append(Table(shown, f"published-{family}", data=data,
+                         caption=f"Published numbers on the Amazon {family} data, from the published record "
+                                 f"(reference only: not comparable with synthetic numbers)"))
     return out
 
 
 def reported_tables(ctx: BookContext) -> Tables:
     """Real data: absolute reproduced means next to the published numbers, Delta % and verdicts."""
     runs = ctx.runs("overall")
-    table = reported()
+    record = record_reported()
+    table = pd.concat([reported(), record.drop(columns="support")], ignore_index=True)
+    support = {(r["dataset"], r["model"], r["metric"]): r["support"] for _, r in record.iterrows()}
     out = Tables()
     labels = model_labels()
     for dataset, part in runs.groupby("dataset", sort=False):
@@ -164,16 +211,23 @@ def reported_tables(ctx: BookContext) -> Tables:
             if group["model"].iloc[0] == "lgmrec" and published_row:
                 allowed = PAPER_SOURCES if variant == PUBLISHED_VARIANT else FIXED_SOURCES
                 sources = table[table["source"].isin(allowed)]
+            elif group["model"].iloc[0] == "lgmrec":  # LGMRec's record is its range: the verdict says where it lies
+                sources = table[table["source"] != RECORD_SOURCE]
             found = stats.reported_vs_reproduced(group, sources, labels, TABLE_METRICS)
             if len(found):
                 # the 95 % t interval over seeds of the difference from each published number, in %
                 intervals = [stats.t_interval(100.0 * (group[metric].to_numpy(float) / value - 1.0))
                              for metric, value in zip(found["metric"], found["reported"])]
-                pieces.append(found.assign(model=variant, **{"delta % low": [i[0] for i in intervals],
+                pieces.append(found.assign(model=variant, label=found["model"], **{"delta % low": [i[0] for i in intervals],
                                                              "delta % high": [i[1] for i in intervals]}))
         if not pieces:
             continue
         found = pd.concat(pieces, ignore_index=True)
+        family = dataset_family(dataset)
+        found["sources behind it"] = [
+            support[(family, label, metric)] if source == RECORD_SOURCE else printed_by(family, label, metric, value)
+            for label, metric, value, source in zip(found["label"], found["metric"], found["reported"],
+                                                    found["source id"])]
         found["metric"] = found["metric"].map(metric_label)
         def delta(row) -> str:
             if pd.isna(row["delta %"]):
@@ -184,7 +238,8 @@ def reported_tables(ctx: BookContext) -> Tables:
             return text.replace("-", "−")
 
         shown = found.assign(**{"Δ % [95% CI]": found.apply(delta, axis=1)})
-        shown = shown[["model", "metric", "reproduced", "reported", "reported by", "Δ % [95% CI]", "verdict"]]
+        shown = shown[["model", "metric", "reproduced", "reported", "reported by", "sources behind it", "Δ % [95% CI]",
+                       "verdict"]]
         out.append(Table(shown.set_index(["model", "metric"]), f"reported-{dataset}", data=found,
                          caption=f"{dataset} ({found['data'].iloc[0]}): reproduced mean ± sd over "
                                  f"{int(found['seeds'].max())} seeds vs published"))

@@ -105,7 +105,7 @@ from lgmrec.grids import PUBLISHED_VARIANT, Profile, plan  # noqa: E402
 from lgmrec.report import compute_claims, optimism_tables, overall_tables, replication_tables, reported_tables  # noqa: E402
 from lgmrec.resolve import resolve_run  # noqa: E402
 from lgmrec.results import ResultStore, RunKey, config_hash  # noqa: E402
-from lgmrec import stats  # noqa: E402
+from lgmrec import literature, stats  # noqa: E402
 
 #: the paper's LGMRec row on Baby (lgmrec/reference/reported.csv, paper-table2)
 PAPER_BABY = {"recall@10": 0.0644, "recall@20": 0.1002, "ndcg@10": 0.0349, "ndcg@20": 0.0440}
@@ -176,7 +176,14 @@ def test_the_paper_row_is_compared_with_the_as_published_row_on_real_data(real_c
     row = paper[paper["metric"] == "Recall@20"].iloc[0]
     assert abs(row["delta %"]) < 2  # scale 1.0: the made-up runs sit on the paper's numbers
     bpr = table[table["model"] == "BPR"]
-    assert set(bpr["source id"]) == {"mmrec-evaluation-readme"} and bpr["delta %"].notna().all()
+    assert set(bpr["source id"]) == {"mmrec-evaluation-readme", "published-record"} and bpr["delta %"].notna().all()
+    # the published record's row: the median of BPR's independent Baby values, with the sources behind it
+    record = bpr[(bpr["source id"] == "published-record") & (bpr["metric"] == "Recall@20")].iloc[0]
+    found = literature.published("baby", "BPR", "recall@20")
+    assert record["reported"] == found.value and record["sources behind it"].startswith(f"{found.n_sources} sources")
+    readme = bpr[(bpr["source id"] == "mmrec-evaluation-readme") & (bpr["metric"] == "Recall@20")].iloc[0]
+    printers = literature.lineage().query("family == 'baby' and model == 'BPR'")
+    assert readme["sources behind it"].startswith(f"{int((printers['recall@20'] == readme['reported']).sum())} sources")
 
 
 def test_c5_is_tested_on_real_data_with_the_as_published_row(real_ctx):
@@ -201,3 +208,78 @@ def test_tuning_optimism_across_users_and_fresh_seeds(real_ctx):
     replicated = replication_tables(real_ctx)
     tables = [t for t in replicated if hasattr(t, "frame")]
     assert tables and (tables[0].data["fresh seeds: seeds"] == 2).all()  # the seeds other than 999
+
+
+def test_c5_places_the_reproduced_mean_in_the_published_range(real_ctx):
+    result = next(r for r in compute_claims(real_ctx) if r.claim == "C5")
+    runs = real_ctx.runs("overall").query("variant == @PUBLISHED_VARIANT")
+    mean = runs["recall@20"].mean()
+    record = literature.model_record("baby")
+    where = "below" if mean < record.low else "above" if mean > record.high else "inside"
+    assert f"reproduced Recall@20 {mean:.4f} [" in result.effect
+    assert f"is {where} the published range {record.low:.4f}–{record.high:.4f}" in result.effect
+    assert f"{record.n_independent} independent values" in result.effect and "post-fix rerun 0.0992" in result.effect
+
+
+# ---------------------------------------------------------------------------- the published record chapter
+
+
+def _registry_values(family: str, model: str | None = None) -> set[str]:
+    registry = literature.read_registry()
+    rows = registry[(registry["family"] == family) & ((registry["model"] == model) if model else True)]
+    return {f"{v:.4f}" for v in rows["value"]}
+
+
+def test_every_number_of_the_published_record_chapter_traces_to_a_registry_row():
+    import re
+
+    from lgmrec.report import published
+
+    registry = literature.read_registry()
+    for family in published.FAMILIES:
+        # each distinct value is printed, in the registry, by every source the chapter names for it
+        frame = published.values_frame(family)
+        for _, row in frame.iterrows():
+            for source in row["source ids"].split():
+                printed = registry.query("family == @family and model == @row.model and metric == @row.metric "
+                                         "and source_id == @source")["value"]
+                assert list(printed.round(6)) == [round(row["value"], 6)], (family, row["model"], source)
+    tables = published.values_tables() + published.lineage_tables() + [published.flags_table()]
+    for table in tables:
+        family = next(f for f in published.FAMILIES if f in table.name or f in table.frame.to_string())
+        shown = set(re.findall(r"\b0\.\d{4}\b", table.frame.to_string()))
+        assert shown and shown <= _registry_values(family), (table.name, shown - _registry_values(family))
+    # the margin: the paper's number is its registry row, the baseline's value the median of the distinct
+    # registry values printed by the sources the table names, and the margin their ratio
+    for _, row in published.margin_frame().iterrows():
+        family, label = row["dataset"], row["strongest baseline"]
+        paper = registry.query("family == @family and source_id == 'lgmrec-paper-2023' and metric == 'recall@20'")
+        assert row["LGMRec (paper)"] == paper["value"].item()
+        found = literature.published(family, label, "recall@20")
+        values = registry.query("family == @family and model == @label and metric == 'recall@20' "
+                                "and source_id in @found.sources")["value"].round(6).unique()
+        assert row["baseline published value"] == pytest.approx(float(np.median(values)))
+        assert row["claimed margin"] == pytest.approx(row["LGMRec (paper)"] / row["baseline published value"] - 1)
+
+
+def test_the_margin_is_compared_with_the_noise_floor_in_words():
+    from lgmrec.report import published
+
+    frame = published.margin_frame()
+    for _, row in frame.iterrows():
+        sentence = published.margin_sentence(row)
+        if row["claimed margin"] <= 0:
+            assert "not above the strongest published baseline" in sentence
+        elif row["claimed margin"] <= row["noise floor (median)"]:
+            assert "does not exceed what independent runs of one model differ by" in sentence
+        else:
+            assert "exceeds" in sentence
+
+
+def test_c5_carries_the_record_on_synthetic_data():
+    from lgmrec.report.published import lgmrec_record_text
+
+    text = lgmrec_record_text("sports")
+    record = literature.model_record("sports")
+    assert f"{record.low:.4f}–{record.high:.4f} in {record.n_sources} sources" in text
+    assert "post-fix rerun 0.1085" in text and "paper 0.1068" in text
