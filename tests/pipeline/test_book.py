@@ -35,7 +35,7 @@ from lgmrec.worker import notebook_path
 
 PROFILE = PROFILES["smoke"]
 CHAPTERS = ("intro", "claims", "overall", "tuning", "ablation", "sensitivity", "sparsity", "efficiency",
-            "reported_vs_reproduced", "methods", "runs/index")
+            "reported_vs_reproduced", "published_record", "methods", "runs/index")
 DATASETS = PROFILE.datasets
 MODELS = ("BPR", "LightGCN", "LGMRec")
 MARKER = "STORED-OUTPUT-MARKER-7f3a"  # the output of a cell that raises if it is ever executed again
@@ -217,7 +217,7 @@ def test_every_image_exists_and_is_not_blank(built_book):
     pages = book_pages()
     assert check_images(built_book, pages) == []
     for page in ("overall", "tuning", "ablation", "sensitivity", "sparsity", "efficiency", "reported_vs_reproduced",
-                 "methods"):
+                 "published_record", "methods"):
         assert soup(built_book, page).select("article img"), f"{page}: no figure"
 
 
@@ -412,3 +412,22 @@ def test_the_checks_fail_on_a_broken_book(built_book, tmp_path):
 
     mpimg.imsave(broken / image, np.ones((20, 20, 3)))
     assert any("is blank" in p for p in check_images(broken, ["overall"]))
+
+
+def test_the_published_record_chapter_and_c5_on_the_landing_page(built_book):
+    page = soup(built_book, "published_record")
+    assert len(page.select("article img")) == 3  # one figure per dataset
+    for family in ("baby", "sports", "clothing"):
+        rows = table_rows(built_book, "published_record", f"published-values-{family}-recall@20")
+        assert "LGMRec" in first_labels(rows)
+        assert table_rows(built_book, "published_record", f"published-lineage-{family}")
+    margins = table_rows(built_book, "published_record", "published-margin-recall@20")
+    assert first_labels(margins) == ["baby", "sports", "clothing"]
+    flags = table_rows(built_book, "published_record", "published-transcription-flags")
+    assert {row[2] for row in flags} == {"VBPR", "MMGCN", "SLMRec"}
+    assert "independent runs of one model differ by" in page.get_text(" ", strip=True)
+    for name in ("intro", "claims"):
+        rows = table_rows(built_book, name, "claims-verdicts")
+        c5 = [row for row in rows if row[0].startswith("C5")]
+        assert c5 and all("published LGMRec Recall@20 on Amazon" in " ".join(row) and "post-fix rerun" in " ".join(row)
+                          for row in c5), (name, c5)
