@@ -252,19 +252,33 @@ def margin_frame(metric: str = FIGURE_METRIC) -> pd.DataFrame:
         label = next((m for m in _models(family) if m.lower() == baseline), None) if baseline else None
         found = literature.published(family, label, metric) if label else None
         floor = literature.noise_floor(family, metric)
-        rows.append({"dataset": family, "metric": metric, "LGMRec (paper)": literature.paper_value(family, metric),
+        paper = literature.paper_value(family, metric)
+        used = literature.independent_values(family, label, metric) if label else pd.DataFrame({"value": []})
+        if found is not None and found.verified:
+            used = used[used["verified"]]
+        low, high = (used["value"].min(), used["value"].max()) if len(used) else (np.nan, np.nan)
+        rows.append({"dataset": family, "metric": metric, "LGMRec (paper)": paper,
                      "strongest baseline": label, "baseline published value": found.value if found else np.nan,
                      "baseline values": found.n_values if found else 0,
                      "baseline sources": found.n_sources if found else 0,
                      "baseline verified": found.verified if found else False,
                      "baseline printed by": ", ".join(labels.get(s, s) for s in found.sources) if found else "",
                      "claimed margin": _nan(literature.claimed_margin(family, baseline, metric) if baseline else None),
+                     # the margin against each of the baseline's values used, smallest and largest
+                     "margin low": paper / high - 1 if paper is not None else np.nan,
+                     "margin high": paper / low - 1 if paper is not None else np.nan,
                      "noise floor (median)": floor.median, "noise floor (max)": floor.max})
     return pd.DataFrame(rows)
 
 
 def _nan(value: float | None) -> float:
     return np.nan if value is None else float(value)
+
+
+def _margin_range(row: pd.Series) -> str:
+    if row["baseline values"] < 2:
+        return ""
+    return f" ({_pct(row['margin low'])} to {_pct(row['margin high'])} against each of its values)"
 
 
 def margin_sentence(row: pd.Series) -> str:
@@ -277,7 +291,7 @@ def margin_sentence(row: pd.Series) -> str:
             f"{row['strongest baseline']}'s published {fmt_num(row['baseline published value'])} "
             f"({row['baseline values']} independent value{'s' if row['baseline values'] != 1 else ''}, "
             f"{row['baseline sources']} source{'s' if row['baseline sources'] != 1 else ''}) is a margin of "
-            f"{_pct(margin)}; independent runs of one model differ by {_spread(floor)} (median over models), "
+            f"{_pct(margin)}{_margin_range(row)}; independent runs of one model differ by {_spread(floor)} (median over models), "
             f"up to {_spread(top)}.")
     if margin <= 0:
         return base + " The paper's number is not above the strongest published baseline."
