@@ -51,6 +51,7 @@ TRANSCRIPTION_BLOCK = 3  # identical pairs on two datasets of one source that ma
 MODEL = "LGMRec"  # the model of the paper
 PAPER_SOURCE = "lgmrec-paper-2023"  # the paper's Table 2 (the claim)
 RERUN_SOURCE = "lgmrec-issue2-rerun-2026"  # the authors' rerun after the hyperedge fix
+AUTHOR_SOURCES = ("lgmrec-logs-2023", PAPER_SOURCE, RERUN_SOURCE)  # LGMRec's authors' own numbers
 
 
 # ---------------------------------------------------------------------------- reading
@@ -396,6 +397,10 @@ class ModelRecord:
     n_values: int  # distinct values
     n_independent: int  # distinct values printed by some independent, unflagged source
     independent: tuple[float, ...]
+    #: of those, the values some independent source other than LGMRec's authors prints
+    #: (:data:`AUTHOR_SOURCES`), and how many of these only secondary transcriptions print
+    n_others: int = 0
+    n_others_secondary: int = 0
 
 
 def model_record(family: str, model: str = MODEL, metric: str = "recall@20",
@@ -405,12 +410,16 @@ def model_record(family: str, model: str = MODEL, metric: str = "recall@20",
     if values.empty:
         return None
     independent = values[values["independent"] & ~values["flagged"]]["value"]
+    table = lineage(registry)
+    others = table[(table["family"] == family) & (table["model"] == model) & table["independent"]
+                   & ~table["flagged"] & ~table["source_id"].isin(AUTHOR_SOURCES) & table[metric].notna()]
+    by_value = others.groupby(others[metric].round(6))["read_from"].agg(lambda r: bool((r == "secondary").all()))
     return ModelRecord(float(values["value"].min()), float(values["value"].max()),
                        int(values["n_sources"].sum()), len(values), len(independent),
-                       tuple(float(v) for v in independent))
+                       tuple(float(v) for v in independent), len(by_value), int(by_value.astype(bool).sum()))
 
 
-__all__ = ["METRICS", "MODEL", "ModelRecord", "NoiseFloor", "PAPER_SOURCE", "Published", "RERUN_SOURCE",
+__all__ = ["AUTHOR_SOURCES", "METRICS", "MODEL", "ModelRecord", "NoiseFloor", "PAPER_SOURCE", "Published", "RERUN_SOURCE",
            "TRANSCRIPTION_BLOCK", "cells", "claimed_margin", "distinct_values", "independent_values", "lineage",
            "model_record", "noise_floor", "paper_value", "published", "published_value", "read_registry",
            "read_sources", "rerun_value", "strongest_published_baseline", "transcription_flags"]

@@ -340,7 +340,10 @@ def lgmrec_record_text(family: str, metric: str = FIGURE_METRIC) -> str:
     paper = literature.paper_value(family, metric)
     text = (f"published LGMRec {metric_label(metric)} on Amazon {family.capitalize()}: "
             f"{fmt_num(record.low)}–{fmt_num(record.high)} in {record.n_sources} sources, "
-            f"{record.n_independent} independent value{'s' if record.n_independent != 1 else ''}")
+            f"{record.n_independent} independent value{'s' if record.n_independent != 1 else ''}, "
+            f"{record.n_others} of them from other groups than the authors"
+            + (f" ({record.n_others_secondary} known only from a secondary transcription)"
+               if record.n_others_secondary else ""))
     if paper is not None:
         text += f"; paper {fmt_num(paper)}"
     if rerun is not None:

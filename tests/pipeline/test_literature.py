@@ -134,6 +134,10 @@ def test_model_record_counts_every_source(registry):
     record = literature.model_record("baby", "M1", "recall@20", registry)
     assert (record.low, record.high) == (0.10, 0.11)
     assert record.n_sources == 4 and record.n_values == 2 and record.n_independent == 2
+    assert record.n_others == 2 and record.n_others_secondary == 0  # none of the fixture's sources is an author
+    # M3: blocky's 0.30 and the secondary third's 0.33, both independent
+    record = literature.model_record("baby", "M3", "recall@20", registry)
+    assert (record.n_independent, record.n_others, record.n_others_secondary) == (2, 2, 1)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -172,3 +176,7 @@ def test_the_bundled_registry_reads_and_matches_the_hand_reading():
         record = literature.model_record(family)
         assert (record.low, record.high) == (low, high)
     assert literature.rerun_value("sports") == 0.1085
+    # independent LGMRec values from other groups than the authors: COHESION and MSCA (secondary) on Baby
+    # and Sports, none on Clothing (every other source copies the paper there)
+    assert [(literature.model_record(f).n_others, literature.model_record(f).n_others_secondary)
+            for f in ("baby", "sports", "clothing")] == [(2, 1), (2, 1), (0, 0)]
