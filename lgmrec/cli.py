@@ -1,8 +1,9 @@
 """Command line: ``python -m lgmrec <command> ...``.
 
 Commands: ``train`` (one run, metrics to JSON), ``generate`` (write a synthetic dataset), ``grid``
-(run a profile's experiments), ``check`` (Recall@20/NDCG@20 against expected values), ``book``
-(build the Jupyter Book) and ``data`` (the real datasets). User errors (bad files, bad options)
+(run a profile's experiments), ``check`` (Recall@20/NDCG@20 against expected values), ``power``
+(what each claim's design could detect, and the design that would detect the paper's margin),
+``book`` (build the Jupyter Book) and ``data`` (the real datasets). User errors (bad files, bad options)
 print one line and exit with code 2; a diverged run and a missed check exit with code 1.
 """
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_grid(commands)
     _add_check(commands)
+    _add_power(commands)
     _add_book(commands)
     add_data_parser(commands)
     return parser
@@ -225,6 +227,50 @@ def _add_check(commands) -> None:
     check.add_argument("--write-expected", default=None, metavar="CSV",
                        help="instead of checking, write the current means as expected values to CSV")
     check.set_defaults(func=run_check_command)
+
+
+def _add_power(commands) -> None:
+    from .grids import DEFAULT_PROFILE, PROFILES
+
+    command = commands.add_parser(
+        "power", help="what each claim's design could detect, and the seeds and users the paper's margin needs",
+        description="Per claim and dataset: the headline comparison's minimum detectable effect (80 %% power at "
+                    "the verdict's level) from the results' variances over users and seeds, the paper's margin "
+                    "(the published record), and the seeds and test users that would detect it; also what the "
+                    "real dataset's test users would give. A profile without results (e.g. full before its runs) "
+                    "is extrapolated from the embedded profile's results, and says so.",
+    )
+    command.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    command.add_argument("--results", default=None)
+    command.add_argument("--csv", default=None, metavar="FILE", help="also write the numbers as CSV ('-': stdout only)")
+    command.set_defaults(func=run_power_command)
+
+
+def run_power_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .grids import DEFAULT_PROFILE
+    from .report import BookContext
+    from .report.design import design_frame, design_table
+    from .results import ResultStore
+
+    profile = args.profile
+    if ResultStore(args.results).load(profile).empty and profile != DEFAULT_PROFILE:
+        print(f"profile {profile}: no results yet; extrapolating from the {DEFAULT_PROFILE} profile's results "
+              f"(synthetic variances) to its datasets' test users")
+        profile = DEFAULT_PROFILE
+    ctx = BookContext.create(profile, args.results)
+    if args.csv == "-":
+        design_frame(ctx).to_csv(sys.stdout, index=False)
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 40):
+        print(f"{ctx.data_line()}\n")
+        print(design_table(ctx).frame.to_string())
+    if args.csv:
+        frame = design_frame(ctx)
+        write_atomic(Path(args.csv), lambda temporary: frame.to_csv(temporary, index=False))
+        print(f"\nwritten: {args.csv}")
+    return 0
 
 
 def _add_book(commands) -> None:

@@ -72,6 +72,7 @@ class ClaimResult:
     mde_relative: bool = True
     margin: float | None = None
     comparisons: int = 0  # the family behind the verdict (its Bonferroni divisor)
+    headline: stats.Contrast | None = field(default=None, repr=False)  # the comparison the MDE is of
 
     @property
     def detectable(self) -> str:
@@ -89,6 +90,7 @@ def _with_mde(result: ClaimResult, contrast: stats.Contrast, margin: float | Non
     result.mde_relative = relative
     result.margin = margin
     result.comparisons = comparisons
+    result.headline = contrast
     return result
 
 

@@ -181,6 +181,21 @@ def test_the_landing_page_shows_the_verdicts_first_with_their_data(built_book):
     assert "smoke" in caption and "SYNTHETIC" in caption
 
 
+def test_the_landing_page_says_what_each_verdict_could_have_detected(built_book):
+    rows = table_rows(built_book, "intro", "claims-verdicts")
+    header = [th.get_text(" ", strip=True) for th in
+              soup(built_book, "intro").select('div[data-table="claims-verdicts"] thead tr')[0].find_all("th")]
+    assert header[-1] == "what this design could detect"
+    tested = [row for row in rows if row[2] != stats.NOT_TESTED]
+    assert tested and all("this design detects" in row[-1] or "was detectable" in row[-1] for row in tested)
+    assert any("%" in row[-1] for row in tested)  # an MDE in % of the baseline mean
+    text = soup(built_book, "intro").get_text(" ", strip=True)
+    assert "How often the rule errs, measured on this build" in text and "false alarms of LightGCN" in text
+    methods = soup(built_book, "methods")
+    assert methods.select_one('div[data-table="error-rates"]') is not None
+    assert methods.select_one("#verdict-error-rates") is not None  # the landing page's link target
+
+
 def test_every_table_has_a_row_for_everything_it_should_hold(built_book):
     assert check_rows(built_book) == []
 
