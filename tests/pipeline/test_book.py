@@ -433,10 +433,10 @@ def test_the_published_record_chapter_and_c5_on_the_landing_page(built_book):
     page = soup(built_book, "published_record")
     assert len(page.select("article img")) == 3  # one figure per dataset
     for family in ("baby", "sports", "clothing"):
-        rows = table_rows(built_book, "published_record", f"published-values-{family}-recall@20")
+        rows = table_rows(built_book, "published_record", f"published-values-{family}-recall-20")
         assert "LGMRec" in first_labels(rows)
         assert table_rows(built_book, "published_record", f"published-lineage-{family}")
-    margins = table_rows(built_book, "published_record", "published-margin-recall@20")
+    margins = table_rows(built_book, "published_record", "published-margin-recall-20")
     assert first_labels(margins) == ["baby", "sports", "clothing"]
     flags = table_rows(built_book, "published_record", "published-transcription-flags")
     assert {row[2] for row in flags} == {"VBPR", "MMGCN", "SLMRec"}
