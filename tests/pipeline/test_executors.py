@@ -24,6 +24,9 @@ from lgmrec.executors import GridOptions, run_grid
 from lgmrec.results import RUN_LOG, ResultStore
 
 OVERALL_RUNS = 20  # 2 datasets x (LGMRec 2 seeds + 2 tuned models x (3 grid points + 1 more seed))
+# the reference's torch threads (in-process with the default workers: one); every grid here uses it,
+# since records are the same bit for bit only at one thread count, and cores / workers varies by machine
+THREADS = 1
 
 
 def records_by_run(store: ResultStore, profile: str = "smoke") -> dict:
@@ -56,7 +59,7 @@ def trainings(root: Path) -> list[str]:
 
 def grid_process(root: Path, *extra: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "lgmrec", "grid", "--profile", "smoke", "--only", "overall",
-               "--results", str(root), *extra]
+               "--results", str(root), "--threads", str(THREADS), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -135,7 +138,7 @@ def test_notebook_units_without_papermill_stop_before_any_worker_with_one_line(t
 
 def test_local_notebook_executor_writes_the_inprocess_records_and_keeps_readable_notebooks(smoke_results, tmp_path):
     store = ResultStore(tmp_path / "results")
-    summary = run_grid("smoke", "overall", store, "local", GridOptions(workers=2), progress=False)
+    summary = run_grid("smoke", "overall", store, "local", GridOptions(workers=2, threads=THREADS), progress=False)
     assert summary.failed == [] and summary.ran == OVERALL_RUNS
     assert records_by_run(store) == reference(smoke_results)
     notebooks = sorted((store.root / "smoke").rglob("overall.ipynb"))
@@ -156,7 +159,7 @@ def test_ray_executor_on_a_local_instance_writes_the_inprocess_records(smoke_res
     ray = pytest.importorskip("ray", reason="the cluster extra: pip install '.[cluster]'")
     store = ResultStore(tmp_path / "results")
     try:
-        summary = run_grid("smoke", "overall", store, "ray", GridOptions(workers=2), progress=False)
+        summary = run_grid("smoke", "overall", store, "ray", GridOptions(workers=2, threads=THREADS), progress=False)
     finally:
         ray.shutdown()
     assert summary.failed == [] and summary.ran == OVERALL_RUNS
