@@ -116,40 +116,54 @@ def values_tables(metrics=literature.METRICS) -> Tables:
     return out
 
 
+ZOOM = 0.07  # the right panel shows values within ±7 % of the paper's LGMRec number
+
+
 def values_figure(family: str, metric: str = FIGURE_METRIC):
     """One row per model, one mark per distinct published value, its area growing with the number of
     sources printing it; LGMRec's row highlighted, the paper's number ringed, suspected
-    transcription errors crossed, values only known from secondary transcriptions hollow."""
+    transcription errors crossed, values only known from secondary transcriptions hollow. The right
+    panel zooms on the values within ±7 % of the paper's LGMRec number, where LGMRec's own values
+    and the strongest baselines sit too close together to tell apart on the full scale."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     frame = values_frame(family, metric)
     models = _models(family)
-    figure, ax = plt.subplots(figsize=(6.5, 0.32 * len(models) + 1.2))
+    paper = literature.paper_value(family, metric)
+    figure, axes = plt.subplots(1, 2 if paper else 1, figsize=(7.0, 0.32 * len(models) + 1.4), sharey=True,
+                                gridspec_kw={"width_ratios": [3, 2]} if paper else None, squeeze=False)
+    axes = axes[0]
     position = {m: i for i, m in enumerate(models)}
-    if literature.MODEL in position:
-        ax.axhspan(position[literature.MODEL] - 0.45, position[literature.MODEL] + 0.45, color="#fde9c8", zorder=0)
-    for _, row in frame.iterrows():
-        y = position[row["model"]]
-        lgmrec = row["model"] == literature.MODEL
-        colour = "#d95f02" if lgmrec else ("#1b9e77" if row["verified"] else "#7570b3")
-        size = 25 + 30 * row["sources"]
-        if row["transcription error"]:
-            ax.scatter(row["value"], y, s=size, marker="X", color="#e7298a", zorder=3)
-        elif row["secondary only"]:
-            ax.scatter(row["value"], y, s=size, facecolors="none", edgecolors=colour, zorder=3)
-        else:
-            ax.scatter(row["value"], y, s=size, color=colour, alpha=0.8, zorder=3)
-        if row["the paper's number"]:
-            ax.scatter(row["value"], y, s=size + 90, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
-    ax.set_yticks(range(len(models)), models)
-    for tick in ax.get_yticklabels():
+    for ax in axes:
+        if literature.MODEL in position:
+            ax.axhspan(position[literature.MODEL] - 0.45, position[literature.MODEL] + 0.45, color="#fde9c8",
+                       zorder=0)
+        for _, row in frame.iterrows():
+            y = position[row["model"]]
+            colour = "#d95f02" if row["model"] == literature.MODEL else ("#1b9e77" if row["verified"] else "#7570b3")
+            size = 25 + 30 * row["sources"]
+            if row["transcription error"]:
+                ax.scatter(row["value"], y, s=size, marker="X", color="#e7298a", zorder=3)
+            elif row["secondary only"]:
+                ax.scatter(row["value"], y, s=size, facecolors="none", edgecolors=colour, zorder=3)
+            else:
+                ax.scatter(row["value"], y, s=size, color=colour, alpha=0.7, zorder=3)
+            if row["the paper's number"]:
+                ax.scatter(row["value"], y, s=size + 90, facecolors="none", edgecolors="black", linewidths=1.2,
+                           zorder=4)
+        ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0].set_yticks(range(len(models)), models)
+    for tick in axes[0].get_yticklabels():
         if tick.get_text() == literature.MODEL:
             tick.set_fontweight("bold")
-    ax.set_ylim(len(models) - 0.5, -0.5)
-    ax.grid(axis="x", color="#dddddd", linewidth=0.6)
-    ax.set_xlabel(f"published {metric_label(metric)} on the Amazon {family.capitalize()} files")
-    from matplotlib.lines import Line2D
-
+    axes[0].set_ylim(len(models) - 0.5, -0.5)
+    axes[0].set_xlabel(f"published {metric_label(metric)}, Amazon {family.capitalize()}", fontsize=8)
+    if paper:
+        axes[1].set_xlim(paper * (1 - ZOOM), paper * (1 + ZOOM))
+        axes[1].axvline(paper, color="black", linewidth=0.6, linestyle=":")
+        axes[1].set_xlabel(f"zoom: ±{100 * ZOOM:g} % of the paper's LGMRec number", fontsize=8)
     legend = [Line2D([], [], marker="o", linestyle="", color="#1b9e77", label="verified value"),
               Line2D([], [], marker="o", linestyle="", color="#7570b3", label="not verified"),
               Line2D([], [], marker="o", linestyle="", color="#d95f02", label="LGMRec"),
@@ -158,10 +172,10 @@ def values_figure(family: str, metric: str = FIGURE_METRIC):
               Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="#7570b3",
                      label="secondary transcription only"),
               Line2D([], [], marker="X", linestyle="", color="#e7298a", label="suspected transcription error")]
-    ax.legend(handles=legend, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
-    ax.set_title(f"Published {metric_label(metric)}, Amazon {family.capitalize()}: one mark per distinct value, "
-                 f"area ∝ sources printing it", fontsize=8)
-    figure.tight_layout()
+    figure.legend(handles=legend, fontsize=6, loc="lower center", ncol=3, frameon=False)
+    figure.suptitle(f"Published {metric_label(metric)}, Amazon {family.capitalize()}: one mark per distinct value, "
+                    f"area ∝ sources printing it", fontsize=8)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     plt.close(figure)
     return figure
 
