@@ -28,7 +28,7 @@ import pandas as pd
 from .. import power, stats
 from ..grids import PUBLISHED_VARIANT
 from .context import MAIN_METRICS, TABLE_METRICS, BookContext, is_reference, metric_label
-from .contrasts import contrast_cells, contrast_numbers, mde_numbers, overall_contrasts, variant_contrasts
+from .contrasts import MDE_NOTE, contrast_cells, contrast_numbers, mde_numbers, overall_contrasts, variant_contrasts
 from .display import DASH, NBSP, Html, Table, Tables, escape, fmt_ci, fmt_num, fmt_p, fmt_pct, fmt_signed
 
 CLAIMS = {
@@ -145,8 +145,8 @@ def claim_c1(ctx: BookContext, dataset: str) -> ClaimResult:
         rows[-1].update(mde_numbers(contrast), **{"paper's margin %": margin})
         shown.append({"metric": metric_label(metric), "strongest baseline": strongest["variant"],
                       "LGMRec − strongest": cells["difference"], "95% CI users": cells["95% CI users"],
-                      "95% CI seeds": cells["95% CI seeds"], "MDE (80%)": cells["MDE (80%)"],
-                      "paper's margin": fmt_pct(margin) if margin is not None else DASH,
+                      "95% CI seeds": cells["95% CI seeds"], "MDE": cells["MDE"],
+                      "margin (paper)": fmt_pct(margin) if margin is not None else DASH,
                       "beats": f"{beaten}/{len(part)}"})
     main = table[(table["metric"] == "recall@20")]
     main = main.loc[main["baseline mean"].idxmax()] if len(main) else table.iloc[0]
@@ -156,9 +156,9 @@ def claim_c1(ctx: BookContext, dataset: str) -> ClaimResult:
     result = ClaimResult("C1", dataset, verdict,
                          _headline(main["contrast"], f"over {main['variant']} ({metric_label(main['metric'])})"),
                          _basis(table["contrast"]), details, pd.DataFrame(shown).set_index("metric"),
-                         "beats: baselines whose every interval of LGMRec − baseline lies above 0; MDE: the "
-                         "difference this design detects with 80 % power; paper's margin: the paper's LGMRec number "
-                         "over the baseline's published value (the published record), on real data")
+                         "beats: baselines whose every interval of LGMRec − baseline lies above 0; " + MDE_NOTE +
+                         "; margin (paper): the paper's LGMRec number over the baseline's published value (the "
+                         "published record, on the Amazon data)")
     return _with_mde(result, main["contrast"], _paper_margin(dataset, main["model"], main["metric"]), len(table))
 
 
@@ -190,14 +190,14 @@ def claim_ablation(ctx: BookContext, dataset: str) -> list[ClaimResult]:
             shown.append({"comparison": f"full − {row['variant']}", "metric": metric_label(row["metric"]),
                           "difference": cells["difference"], "95% CI users": cells["95% CI users"],
                           "95% CI seeds": cells["95% CI seeds"], "p users": cells["p users"],
-                          "p seeds (min)": cells["p seeds (min)"], "MDE (80%)": cells["MDE (80%)"]})
+                          "p seeds (min)": cells["p seeds (min)"], "MDE": cells["MDE"]})
         weakest = min(table["contrast"], key=lambda c: c.ci_users()[0] if np.isfinite(c.ci_users()[0]) else np.inf)
         row = table[table["contrast"].map(lambda c: c is weakest)].iloc[0]
         result = ClaimResult(
             claim, dataset, verdict,
             _headline(weakest, f"weakest: full − {row['variant']} ({metric_label(row['metric'])})"),
             _basis(table["contrast"]), contrast_numbers(table), pd.DataFrame(shown).set_index(["comparison", "metric"]),
-            "the paper's ablation numbers were not obtained: no claimed margin to set the MDE against")
+            MDE_NOTE + "; the paper's ablation numbers were not obtained: no claimed margin to set it against")
         results.append(_with_mde(result, weakest, None, len(table)))
     return results
 
@@ -242,12 +242,13 @@ def claim_c4(ctx: BookContext, dataset: str) -> ClaimResult:
         shown.append({"metric": metric_label(metric), "advantage, few": fmt_signed(advantage_few),
                       "advantage, many": fmt_signed(advantage_many), "few − many": fmt_signed(contrast.estimate),
                       "95% CI users": cells["95% CI users"], "95% CI seeds": cells["95% CI seeds"],
-                      "p (Mann-Whitney)": fmt_p(contrast.p_users), "MDE (80%)": cells["MDE (80%)"]})
+                      "p (Mann-Whitney)": fmt_p(contrast.p_users), "MDE": cells["MDE"]})
         rows[-1].update(mde_numbers(contrast))
     verdict = stats.claim_verdict(contrasts)
     main = contrasts[0]
     note = (f"strongest baseline (mean Recall@20): {baseline}; few: at most {cut:g} training interactions "
-            f"({rows[0]['users few']} users), many: more ({rows[0]['users many']} users)")
+            f"({rows[0]['users few']} users), many: more ({rows[0]['users many']} users); MDE: the minimum "
+            f"detectable effect at 80 % power, absolute (a difference of differences has no baseline mean)")
     effect = (f"advantage over {baseline}, few − many (Recall@20): {fmt_signed(main.estimate)}, "
               f"95%{NBSP}CI{NBSP}users {fmt_ci(*main.ci_users())}")
     result = ClaimResult("C4", dataset, verdict, effect, _basis(contrasts),

@@ -11,7 +11,7 @@ import pandas as pd
 from .. import stats
 from ..grids import PUBLISHED_VARIANT
 from .context import MAIN_METRICS, TABLE_METRICS, BookContext, is_reference, metric_label, metrics_present, order_rows
-from .contrasts import contrast_cells, contrast_numbers, overall_contrasts
+from .contrasts import MDE_NOTE, contrast_cells, contrast_numbers, overall_contrasts
 from .display import Table, Tables, fmt_mean_sd, fmt_p
 
 
@@ -90,12 +90,12 @@ def significance_tables(ctx: BookContext, metrics: Iterable[str] = MAIN_METRICS)
             rows.append({"baseline": row["variant"], "metric": metric_label(row["metric"]),
                          "LGMRec − baseline": cells["difference"], "95% CI users": cells["95% CI users"],
                          "95% CI seeds": cells["95% CI seeds"], "p users (Holm)": cells["p users"],
-                         "p seeds (Holm; min)": cells["p seeds (min)"], "MDE (80%)": cells["MDE (80%)"]})
+                         "p seeds (Holm; min)": cells["p seeds (min)"], "MDE": cells["MDE"]})
         shown = pd.DataFrame(rows).set_index(["baseline", "metric"])
         first = part["contrast"].iloc[0]
         caption = (f"{dataset}: LGMRec minus each baseline; {first.n_users} test users, {first.n_seeds} seeds "
                    f"(smallest attainable exact Wilcoxon p over {first.n_seeds} seeds: {fmt_p(first.p_seeds_min)})")
-        out.append(Table(shown, f"significance-{dataset}", caption=caption, data=contrast_numbers(part)))
+        out.append(Table(shown, f"significance-{dataset}", caption=caption, data=contrast_numbers(part), note=MDE_NOTE))
     return out
 
 

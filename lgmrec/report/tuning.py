@@ -11,7 +11,7 @@ from .. import stats
 from ..grids import point_label
 from ..models import get_model_spec
 from .context import MAIN_METRICS, BookContext, metric_label, model_order
-from .contrasts import contrast_cells, mde_numbers
+from .contrasts import MDE_NOTE, contrast_cells, mde_numbers
 from .display import Html, Table, Tables, escape, fmt_num, fmt_value
 
 TEST_CHOSEN_PREFIX = "test-chosen: "
@@ -123,13 +123,13 @@ def optimism_tables(ctx: BookContext) -> Tables:
                          "validation-chosen": fmt_num(row["validation-chosen test"]),
                          "test-chosen": fmt_num(row["test-chosen test"]),
                          "optimism": cells.get("difference", "–"), "95% CI users": cells.get("95% CI users", "–"),
-                         "p users": cells.get("p users", "–"), "MDE (80%)": cells.get("MDE (80%)", "–")})
+                         "p users": cells.get("p users", "–"), "MDE": cells.get("MDE", "–")})
         shown = pd.DataFrame(rows).set_index(["model", "metric"])
         users = next((c.n_users for c in part["users contrast"] if c is not None), 0)
         out.append(Table(shown, f"tuning-optimism-{dataset}", data=_numbers(part),
                          caption=f"{dataset}: test metrics at seed {ctx.profile.tuning_seed} of the two points; "
                                  f"optimism = test-chosen − validation-chosen over {users} test users "
-                                 f"(Wilcoxon signed-rank p)"))
+                                 f"(Wilcoxon signed-rank p)", note=MDE_NOTE))
     return out
 
 
@@ -151,9 +151,10 @@ def replication_tables(ctx: BookContext) -> Tables:
             rows.append({"model": row["model"], "metric": metric_label(row["metric"]), "seeds": contrast.n_seeds,
                          "test-chosen − validation-chosen": cells["difference"],
                          "95% CI seeds": cells["95% CI seeds"], "95% CI users": cells["95% CI users"],
-                         "p seeds (min)": cells["p seeds (min)"], "MDE (80%)": cells["MDE (80%)"]})
+                         "p seeds (min)": cells["p seeds (min)"], "MDE": cells["MDE"]})
         out.append(Table(pd.DataFrame(rows).set_index(["model", "metric"]), f"tuning-replication-{dataset}",
-                         data=_numbers(part), caption=f"{dataset}: the two points trained with the other seeds"))
+                         data=_numbers(part), caption=f"{dataset}: the two points trained with the other seeds",
+                         note=MDE_NOTE))
     return out
 
 

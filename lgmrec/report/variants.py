@@ -12,7 +12,7 @@ import pandas as pd
 from .. import stats
 from ..grids import ABLATIONS, SENSITIVITY_SYMBOLS
 from .context import MAIN_METRICS, BookContext, metric_label
-from .contrasts import contrast_cells, contrast_numbers, variant_contrasts
+from .contrasts import MDE_NOTE, contrast_cells, contrast_numbers, variant_contrasts
 from .display import NBSP, Table, Tables, fmt_num, fmt_range, fmt_value
 from .claims import FULL_VARIANT
 
@@ -72,13 +72,14 @@ def ablation_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
                          "full − variant": cells.get("difference", "reference"),
                          "95% CI users": cells.get("95% CI users", "–"),
                          "95% CI seeds": cells.get("95% CI seeds", "–"),
-                         "MDE (80%)": cells.get("MDE (80%)", "–")})
+                         "MDE": cells.get("MDE", "–")})
         shown = pd.DataFrame(rows).set_index(["variant", "metric"])
         bases = sorted(set(part["interval"]))
         data = part.merge(contrast_numbers(contrasts[contrasts["dataset"] == dataset]),
                           on=["dataset", "variant", "metric"], how="left")
         out.append(Table(shown, f"ablation-{dataset}", data=data,
-                         caption=f"{dataset}: LGMRec variants (interval of the mean: {'; '.join(bases)})"))
+                         caption=f"{dataset}: LGMRec variants (interval of the mean: {'; '.join(bases)})",
+                         note=MDE_NOTE))
         epochs = part.drop_duplicates("variant").set_index("variant")[["seeds", "best epochs", "epochs run"]]
         out.append(Table(epochs, f"ablation-epochs-{dataset}",
                          caption=f"{dataset}: when each variant peaked and stopped (range over seeds)"))
