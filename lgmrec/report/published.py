@@ -327,7 +327,7 @@ def margin_tables(metric: str = FIGURE_METRIC) -> Tables:
         "claimed margin": frame["claimed margin"].map(_pct),
         "noise floor (median / max)": [f"{_spread(a)} / {_spread(b)}" for a, b in zip(frame["noise floor (median)"],
                                                                                frame["noise floor (max)"])],
-    }, index=pd.Index(frame["dataset"], name="dataset"))
+    }).set_axis(pd.Index(frame["dataset"], name="dataset"))  # set after: a Series column would align on the index
     sentences = "".join(f"<li>{escape(margin_sentence(row))}</li>" for _, row in frame.iterrows())
     return Tables([
         Table(shown, f"published-margin-{metric}", data=frame,
