@@ -6,6 +6,11 @@ split); the user's TRAINING items are masked; metrics follow ``shared/spec/proto
 What does not change between evaluations (the users, their training items to mask, their
 held-out items) is computed once per dataset and split (:func:`split_batches`), so an evaluation
 pass is the model's scoring plus a top-K.
+
+The trainer's per-epoch validation (:func:`validate`) computes only what early stopping reads, the
+validation Recall@20, and that without a top-K; the other metrics (kept in the record for the best
+epoch) are completed from the same scores only at epochs that improve. The numbers are
+:func:`evaluate`'s, bit for bit.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,6 +96,42 @@ def split_batches(data: InteractionData, split: str, batch_users: int, device: t
     return cache[key]
 
 
+def _batch_scores(model: Recommender, data: InteractionData, split: str, batch_users: int):
+    """(batch, its masked score matrix) for every batch of the split's users, in order: the model's
+    forward pass once, or (LGMRec's official evaluation) afresh before every batch."""
+    device = next(iter(model.buffers()), next(model.parameters())).device
+    embeddings = None if model.forward_per_eval_batch else model()
+    for batch in split_batches(data, split, batch_users, device):
+        if model.forward_per_eval_batch:
+            embeddings = model()  # the official LGMRec evaluation: a fresh stochastic pass per batch
+        scores = model.score(batch.users, embeddings)
+        scores[batch.mask_rows, batch.mask_items] = -torch.inf
+        yield batch, scores
+
+
+def _batch_metrics(batch: EvalBatch, scores: torch.Tensor, n_items: int, topk: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Per-user metrics of one batch from its masked scores: top-K, hits, :func:`ranking_metrics`."""
+    max_k = min(max(topk), n_items)
+    top = torch.topk(scores, max_k, dim=1).indices
+    keys = torch.arange(len(batch.users), device=scores.device)[:, None] * n_items + top
+    found = torch.searchsorted(batch.heldout_keys, keys).clamp(max=max(len(batch.heldout_keys) - 1, 0))
+    hits = batch.heldout_keys[found] == keys if len(batch.heldout_keys) else torch.zeros_like(keys, dtype=torch.bool)
+    if max_k < max(topk):  # fewer items than the largest K: the missing ranks hold no hit
+        hits = torch.nn.functional.pad(hits, (0, max(topk) - max_k))
+    return ranking_metrics(hits.cpu(), batch.n_relevant.cpu(), topk)
+
+
+def _assemble(batches: list[EvalBatch], per_batch: list[dict[str, torch.Tensor]], seconds: float) -> EvalResult:
+    per_user: dict[str, list[torch.Tensor]] = {}
+    for metrics in per_batch:
+        for name, values in metrics.items():
+            per_user.setdefault(name, []).append(values)
+    users = torch.cat([b.users for b in batches]).cpu().numpy()
+    arrays = {name: torch.cat(parts).numpy().astype(np.float64) for name, parts in per_user.items()}
+    means = {name: float(values.mean()) for name, values in sorted(arrays.items())}
+    return EvalResult(means, {"user": users, **arrays}, seconds)
+
+
 @torch.no_grad()
 def evaluate(
     model: Recommender,
@@ -100,28 +142,102 @@ def evaluate(
 ) -> EvalResult:
     """Rank all items for the split's users, mask training items, return metrics."""
     start = time.perf_counter()
-    max_k = min(max(topk), data.n_items)
     was_training = model.training
     model.eval()
-    device = next(iter(model.buffers()), next(model.parameters())).device
-    embeddings = None if model.forward_per_eval_batch else model()
-    per_user: dict[str, list[torch.Tensor]] = {}
-    batches = split_batches(data, split, batch_users, device)
-    for batch in batches:
-        if model.forward_per_eval_batch:
-            embeddings = model()  # the official LGMRec evaluation: a fresh stochastic pass per batch
-        scores = model.score(batch.users, embeddings)
-        scores[batch.mask_rows, batch.mask_items] = -torch.inf
-        top = torch.topk(scores, max_k, dim=1).indices
-        keys = torch.arange(len(batch.users), device=device)[:, None] * data.n_items + top
-        found = torch.searchsorted(batch.heldout_keys, keys).clamp(max=max(len(batch.heldout_keys) - 1, 0))
-        hits = batch.heldout_keys[found] == keys if len(batch.heldout_keys) else torch.zeros_like(keys, dtype=torch.bool)
-        if max_k < max(topk):  # fewer items than the largest K: the missing ranks hold no hit
-            hits = torch.nn.functional.pad(hits, (0, max(topk) - max_k))
-        for name, values in ranking_metrics(hits.cpu(), batch.n_relevant.cpu(), topk).items():
-            per_user.setdefault(name, []).append(values)
+    batches, per_batch = [], []
+    for batch, scores in _batch_scores(model, data, split, batch_users):
+        batches.append(batch)
+        per_batch.append(_batch_metrics(batch, scores, data.n_items, topk))
     model.train(was_training)
-    users = torch.cat([b.users for b in batches]).cpu().numpy()
-    arrays = {name: torch.cat(parts).numpy().astype(np.float64) for name, parts in per_user.items()}
-    means = {name: float(values.mean()) for name, values in sorted(arrays.items())}
-    return EvalResult(means, {"user": users, **arrays}, time.perf_counter() - start)
+    return _assemble(batches, per_batch, time.perf_counter() - start)
+
+
+#: Most score entries (users x items) that :func:`validate` keeps for completing its metrics later;
+#: above, every pass computes them all at once (as :func:`evaluate`).
+KEEP_SCORES_MAX = 1 << 24
+
+
+def recall_at_k_if_unambiguous(batch: EvalBatch, scores: torch.Tensor, n_items: int, k: int) -> torch.Tensor | None:
+    """Per-user Recall@k of one batch from its masked scores without a top-K: a held-out item is in
+    the top k iff fewer than k items score strictly higher. ``None`` where a top-K could rank
+    otherwise: a NaN score, or a held-out item tied with others across rank k (a top-K breaks such
+    ties its own way). Otherwise the values are those of :func:`_batch_metrics`, bit for bit (a count
+    of hits divided by the number of held-out items, in float64)."""
+    if k > n_items or not len(batch.heldout_keys):
+        return None
+    rows, items = batch.heldout_keys // n_items, batch.heldout_keys % n_items
+    own = scores[rows, items]
+    row_scores = scores[rows]
+    higher = (row_scores > own[:, None]).sum(dim=1)
+    tied = (row_scores == own[:, None]).sum(dim=1)  # itself included
+    if bool(((higher < k) & (higher + tied > k)).any()) or bool(torch.isnan(scores).any()):
+        return None
+    hits = torch.zeros(len(batch.users), dtype=torch.int64, device=scores.device)
+    hits.index_add_(0, rows, (higher < k).long())
+    return hits.cpu().double() / batch.n_relevant.cpu().double()
+
+
+@dataclass
+class Validation:
+    """One validation pass as early stopping reads it: the mean of ``metric`` (``score``); the pass's
+    other metrics (:meth:`result`, :func:`evaluate`'s bit for bit) are computed when asked for."""
+
+    score: float
+    seconds: float
+    _complete: "Callable[[], EvalResult]"
+    _result: EvalResult | None = None
+
+    def result(self) -> EvalResult:
+        if self._result is None:
+            self._result = self._complete()
+        return self._result
+
+
+@torch.no_grad()
+def validate(
+    model: Recommender,
+    data: InteractionData,
+    metric: str = "recall@20",
+    topk: tuple[int, ...] = (5, 10, 20, 50),
+    batch_users: int = 4096,
+    split: str = "valid",
+) -> Validation:
+    """:func:`evaluate` on ``split`` for early stopping: only ``metric``'s mean is computed now.
+
+    Recall@k needs no top-K: :func:`recall_at_k_if_unambiguous` counts each held-out item's higher-
+    scoring items. The masked score matrices are kept (up to :data:`KEEP_SCORES_MAX` entries), so
+    that :meth:`Validation.result` completes the other metrics from the same scores later, without
+    another forward pass (LGMRec's official evaluation draws random numbers in each). A batch with
+    ties across rank k or NaN scores, another metric, or larger data: every metric now, as
+    :func:`evaluate`. Either way the numbers are :func:`evaluate`'s, bit for bit."""
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    name, _, k = metric.partition("@")
+    keep, kept_entries = name == "recall", 0
+    batches, kept, values = [], [], []
+    for batch, scores in _batch_scores(model, data, split, batch_users):
+        batches.append(batch)
+        kept_entries += scores.numel()
+        if keep and kept_entries > KEEP_SCORES_MAX:  # too large to keep: every metric now
+            keep = False
+            kept = [part if isinstance(part, dict) else _batch_metrics(b, part, data.n_items, topk)
+                    for b, part in zip(batches, kept)]
+        recall = recall_at_k_if_unambiguous(batch, scores, data.n_items, int(k)) if keep else None
+        if recall is None:
+            kept.append(_batch_metrics(batch, scores, data.n_items, topk))
+            recall = kept[-1][metric]
+        else:
+            kept.append(scores)
+        values.append(recall)
+    model.train(was_training)
+    score = float(torch.cat(values).numpy().astype(np.float64).mean())
+
+    def complete() -> EvalResult:
+        per_batch = [part if isinstance(part, dict) else _batch_metrics(batch, part, data.n_items, topk)
+                     for batch, part in zip(batches, kept)]
+        return _assemble(batches, per_batch, seconds)
+
+    seconds = time.perf_counter() - start
+    return Validation(score, seconds, complete)
+

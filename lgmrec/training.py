@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .config import TrainConfig, asdict
 from .data import InteractionData
-from .evaluation import evaluate
+from .evaluation import evaluate, validate
 from .errors import LGMRecError
 from .models import get_model_spec
 from .models.base import Recommender
@@ -270,9 +270,9 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
             total_loss += loss.item()
         epoch_seconds.append(time.perf_counter() - start)
 
-        valid = evaluate(model, data, "valid", cfg.topk, cfg.eval_batch_users)
+        valid = validate(model, data, cfg.valid_metric, cfg.topk, cfg.eval_batch_users)  # the rest when improved
         eval_seconds.append(valid.seconds)
-        score = valid.means[cfg.valid_metric]
+        score = valid.score
         result.history.append(
             {"epoch": epoch, "loss": total_loss, "learning_rate": optimizer.lr, cfg.valid_metric: score}
         )
@@ -280,7 +280,7 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
         if round(score, cfg.stopping_decimals) > round(best_score, cfg.stopping_decimals):
             best_score, stale_epochs = score, 0
             test = evaluate(model, data, "test", cfg.topk, cfg.eval_batch_users)
-            result.best_epoch, result.valid, result.test = epoch, valid.means, test.means
+            result.best_epoch, result.valid, result.test = epoch, valid.result().means, test.means
             result.per_user = test.per_user
         else:
             stale_epochs += 1

@@ -17,29 +17,35 @@ Table 1, phases (wall clock, instrumented):
 - ``epoch``: one training epoch; ``host`` = shuffle + negative sampling + the per-batch host work
   (``isfinite``, ``loss.item()``, slicing), ``fwd`` = ``model.loss`` (forward), ``bwd`` =
   ``loss.backward()``, ``adam`` = ``zero_grad`` + the fused Adam step;
-- ``eval``: one validation pass (:func:`~lgmrec.evaluation.evaluate`), of which ``e.fwd`` = the
+- ``eval``: one validation pass as the trainer runs it (:func:`~lgmrec.evaluation.validate`: the
+  early-stopping metric only; in code before it, :func:`~lgmrec.evaluation.evaluate`), of which ``e.fwd`` = the
   model's forward passes (``model()``; LGMRec's official evaluation runs one per user batch),
   ``e.score`` = ``model.score``, ``e.metric`` = :func:`~lgmrec.evaluation.ranking_metrics` and what
-  follows (per-user arrays, means), ``e.rest`` = masking, top-K and hit lookup;
+  follows (per-user arrays, means), ``e.rest`` = masking, top-K or rank counting, hit lookup;
 - ``rec epoch`` / ``rec eval``: the medians of ``train_seconds_per_epoch`` / ``eval_seconds`` over
   the records of this (dataset, model) under ``--results`` (``-`` without), for comparison.
 
-Table 2, arithmetic vs overhead (``torch.profiler``, CPU activities, one more epoch and pass):
-the self time of the aten kernels, summed by kind - ``mm`` (dense and sparse matrix products:
+Table 2, arithmetic vs overhead (``torch.profiler``, CPU activities, ``--profiled`` more epochs and
+passes, medians): ``wall`` is the profiled epoch's (or pass's) wall time, then the self time of the
+aten kernels, summed by kind - ``mm`` (dense and sparse matrix products:
 ``mm``, ``addmm``, ``bmm``, ``matmul``'s kernels, ``_sparse_*``, ``mv``, ``dot``), ``alloc``
 (``empty*``, ``resize_``), ``kern`` (every other aten kernel: element-wise, reductions, indexing,
-copies, top-K, the fused Adam kernel) - and ``outside``: the instrumented wall time (table 1's median)
-minus all aten self time, i.e. Python (module calls, the trainer's loop, autograd's engine and
-nodes, hooks), the dispatcher and host work outside aten. ``ops`` is the number of aten calls
-(nested ones included) and ``modules`` the number of ``nn.Module`` calls in one epoch / pass;
-``us/op`` = outside / ops. The profiler adds its own cost per op (it timestamps every call); the
-kernels' self times include a little of it, so ``outside`` is if anything an underestimate.
+copies, top-K, the fused Adam kernel) - and ``outside``: that wall time minus all aten self time,
+i.e. Python (module calls, the trainer's loop, autograd's engine and nodes, hooks), the dispatcher
+and host work outside aten. ``ops`` is the number of aten calls (nested ones included) and
+``modules`` the number of ``nn.Module`` calls in one epoch / pass; ``us/op`` = outside / ops. The
+profiler adds its own cost per op (it records every call: a few us), which lands in ``outside``:
+compare ``wall`` with table 1's unprofiled ``epoch`` / ``eval`` for its size.
 
 ``--startup`` adds table 3, a run's start-up in this process (after the first, warm): dataset
 load (:func:`lgmrec.datasets.named.load_named_dataset`), configuration, model build
 (``spec.build``: kNN and other graphs, with the on-disk kNN cache warm), and the first
 evaluation's split preparation (:func:`~lgmrec.evaluation.split_batches`), each the median of 5
-repetitions; and, once per process, the import of torch and of lgmrec's model modules.
+repetitions; and, once per process, the import of torch and of lgmrec's model modules. Table 4,
+a unit's start-up in fresh processes (each unit of the grid is one papermill kernel): the
+interpreter's start (``python``), ``import torch`` (``torch``), the unit notebook's other imports
+(``imports``), the dataset's load (``dataset``), and a Jupyter kernel's start, one cell and stop
+(``kernel``: the interpreter and ipykernel, before any of the above).
 """
 
 from __future__ import annotations
@@ -149,8 +155,9 @@ def epoch_runner(model, data, cfg, generator, timer: Timer):
 
 
 def eval_runner(model, data, cfg, timer: Timer):
-    """:func:`lgmrec.evaluation.evaluate` on validation, with the model's forward and score and the
-    metric computation timed (wrapped, not replicated: the evaluator's own code runs)."""
+    """The trainer's validation pass (:func:`lgmrec.evaluation.validate`, or ``evaluate`` where the
+    code has no ``validate``), with the model's forward and score and the metric computation timed
+    (wrapped, not replicated: the evaluator's own code runs)."""
     from lgmrec import evaluation
 
     forward, score = model.forward, model.score
@@ -161,7 +168,10 @@ def eval_runner(model, data, cfg, timer: Timer):
         evaluation.ranking_metrics = timer.wrap("e.metric", metrics)
         try:
             begin = time.perf_counter()
-            evaluation.evaluate(model, data, "valid", cfg.topk, cfg.eval_batch_users)
+            if hasattr(evaluation, "validate"):  # the trainer's per-epoch validation (issue 25)
+                evaluation.validate(model, data, cfg.valid_metric, cfg.topk, cfg.eval_batch_users)
+            else:  # older code: every metric in every pass
+                evaluation.evaluate(model, data, "valid", cfg.topk, cfg.eval_batch_users)
             return time.perf_counter() - begin
         finally:
             del model.forward, model.score
@@ -183,10 +193,10 @@ def kernel_split(function) -> dict[str, float]:
     handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
     try:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            function()
+            wall = function()
     finally:
         handle.remove()
-    split = {"mm": 0.0, "alloc": 0.0, "kern": 0.0, "ops": 0, "modules": calls[0]}
+    split = {"wall": wall, "mm": 0.0, "alloc": 0.0, "kern": 0.0, "ops": 0, "modules": calls[0]}
     for event in prof.key_averages():
         if not event.key.startswith("aten::"):
             continue
@@ -241,6 +251,52 @@ def startup(model_name: str, dataset: str, profile_name: str, repeats: int = 5) 
     return {name: statistics.median(values) for name, values in steps.items()}
 
 
+UNIT_STEPS = """
+import sys, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+torch.set_num_threads(1)
+from lgmrec.results import ResultStore
+from lgmrec.runner import run_notebook
+from lgmrec.unitview import config_tables, learning_curves, runs_table
+import lgmrec.training
+t2 = time.perf_counter()
+from lgmrec.datasets.named import load_named_dataset
+load_named_dataset(sys.argv[1], sys.argv[2])
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def unit_startup(dataset: str, profile: str, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of a unit's start-up in fresh processes: the interpreter, ``import torch``,
+    the unit notebook's imports (lgmrec's runner, training and unit view, with pandas), the
+    dataset's load; and a Jupyter kernel's start and stop (what papermill adds per unit)."""
+    import subprocess
+
+    steps: dict[str, list[float]] = {"python": [], "torch": [], "imports": [], "dataset": [], "kernel": []}
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        steps["python"].append(time.perf_counter() - begin)
+        out = subprocess.run([sys.executable, "-c", UNIT_STEPS, dataset, profile], check=True, capture_output=True,
+                             text=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+        for name, value in zip(("torch", "imports", "dataset"), out[-3:]):
+            steps[name].append(float(value))
+        try:
+            from jupyter_client.manager import start_new_kernel
+        except ImportError:
+            continue
+        begin = time.perf_counter()
+        manager, client = start_new_kernel(kernel_name="python3")
+        client.execute_interactive("pass", timeout=60)
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        steps["kernel"].append(time.perf_counter() - begin)
+    return {name: statistics.median(values) if values else math.nan for name, values in steps.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     t_start = time.perf_counter()
     import torch
@@ -259,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", default=None, help="results root whose records give `rec epoch` / `rec eval`")
     parser.add_argument("--epochs", type=int, default=15, help="timed epochs (and validation passes)")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--profiled", type=int, default=5, help="profiled epochs (and passes) for table 2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the grid's workers: 1)")
     parser.add_argument("--startup", action="store_true", help="also table 3: a run's start-up steps")
     args = parser.parse_args(argv)
@@ -300,11 +357,12 @@ def main(argv: list[str] | None = None) -> None:
                      f"{cell('adam'):>7}{ms['eval'][0]:>8.1f}±{ms['eval'][1]:<5.1f}{cell('e.fwd'):>7}"
                      f"{cell('e.score'):>8}{cell('e.metric'):>9}{cell('e.rest'):>7}")
         for part, function in (("train", run_epoch), ("eval", run_eval)):
-            split = kernel_split(function)
+            splits = [kernel_split(function) for _ in range(args.profiled)]
             timer.take()
-            wall = ms["epoch" if part == "train" else "eval"][0] / 1000
-            inside = split["mm"] + split["kern"] + split["alloc"]
-            outside = wall - inside
+            for one in splits:
+                one["outside"] = one["wall"] - one["mm"] - one["kern"] - one["alloc"]
+            split = {key: statistics.median(one[key] for one in splits) for key in splits[0]}
+            wall, outside = split["wall"], split["outside"]
             rows2.append(f"{model_name:<9}{part:<6}{wall * 1000:>8.1f}{split['mm'] * 1000:>8.1f}"
                          f"{split['kern'] * 1000:>8.1f}{split['alloc'] * 1000:>7.1f}{outside * 1000:>9.1f}"
                          f"{100 * outside / wall:>6.0f}%{split['ops']:>7}{1e6 * outside / max(split['ops'], 1):>7.1f}"
@@ -324,6 +382,9 @@ def main(argv: list[str] | None = None) -> None:
               f"import torch {1000 * (t_torch - t_start):.0f} ms, lgmrec's models {1000 * (t_lgmrec - t_torch):.0f} ms")
         print(f"{'model':<9}{'load':>9}{'config':>9}{'build':>9}{'batches':>9}")
         print("\n".join(rows3))
+        unit = unit_startup(args.dataset, args.profile)
+        print(f"\nTable 4: a unit's start-up in fresh processes (s, median of 3): "
+              + ", ".join(f"{name} {value:.2f}" for name, value in unit.items()))
 
 
 if __name__ == "__main__":

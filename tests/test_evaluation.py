@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from lgmrec.data import InteractionData
@@ -47,3 +48,59 @@ def test_evaluate_masks_training_items_and_keeps_per_user_vectors():
     assert math.isclose(result.means["recall@1"], 0.75)
     # validation items are not masked when testing: user 0's valid item 2 can occupy rank 2
     assert result.per_user["recall@2"].tolist() == [1.0, 0.5]
+
+
+class RandomScores(Recommender):
+    """Random scores (a fresh draw per forward pass, as LGMRec's official evaluation), optionally
+    rounded to a few levels so that many items tie, across rank k as well."""
+
+    forward_per_eval_batch = True
+
+    def __init__(self, n_users, n_items, levels=0):
+        super().__init__()
+        self.n_users, self.n_items, self.levels = n_users, n_items, levels
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self):
+        items = torch.rand(self.n_items, 1)
+        if self.levels:
+            items = torch.round(items * self.levels)
+        return Embeddings(torch.ones(self.n_users, 1), items)
+
+
+@pytest.mark.parametrize("levels", [0, 3, 200])
+@pytest.mark.parametrize("batch_users", [4096, 7])
+def test_validate_is_evaluate_bit_for_bit_and_draws_the_same_random_numbers(tiny_data, levels, batch_users):
+    """validate(): Recall@20 without a top-K where no tie crosses rank 20, every other metric later
+    from the kept scores; the same numbers as evaluate(), and the random stream left as it leaves it."""
+    from lgmrec import evaluation
+
+    model = RandomScores(tiny_data.n_users, tiny_data.n_items, levels)
+    for metric in ("recall@20", "recall@5", "ndcg@10"):
+        torch.manual_seed(0)
+        expected = evaluate(model, tiny_data, "valid", (5, 10, 20, 50), batch_users)
+        after_evaluate = torch.rand(3)
+        torch.manual_seed(0)
+        valid = evaluation.validate(model, tiny_data, metric, (5, 10, 20, 50), batch_users)
+        assert torch.equal(torch.rand(3), after_evaluate)
+        assert valid.score == expected.means[metric]
+        result = valid.result()
+        assert result.means == expected.means
+        assert set(result.per_user) == set(expected.per_user)
+        assert all(np.array_equal(result.per_user[n], expected.per_user[n]) for n in expected.per_user)
+
+
+def test_recall_without_top_k_declines_ties_across_rank_k_and_nan():
+    from lgmrec.evaluation import recall_at_k_if_unambiguous, split_batches
+
+    splits = {"train": np.array([[0, 0]]), "valid": np.array([[0, 1], [1, 2]]), "test": np.array([[0, 2]])}
+    data = InteractionData("toy", 2, 5, splits)
+    batch = split_batches(data, "valid", 10, torch.device("cpu"))[0]
+    scores = torch.tensor([[-torch.inf, 0.9, 0.5, 0.5, 0.1], [0.3, 0.2, 0.4, 0.1, 0.0]])
+    assert recall_at_k_if_unambiguous(batch, scores, 5, 1).tolist() == [1.0, 1.0]
+    tied = torch.tensor([[-torch.inf, 0.9, 0.5, 0.5, 0.1], [0.4, 0.2, 0.4, 0.1, 0.0]])
+    assert recall_at_k_if_unambiguous(batch, tied, 5, 1) is None  # user 1's item 2 ties item 0 at rank 1
+    assert recall_at_k_if_unambiguous(batch, tied, 5, 2).tolist() == [1.0, 1.0]  # both tied items fit in the top 2
+    with_nan = scores.clone()
+    with_nan[1, 4] = torch.nan
+    assert recall_at_k_if_unambiguous(batch, with_nan, 5, 1) is None

@@ -39,8 +39,14 @@ def test_early_stopping_and_best_epoch_test_metrics(tiny_data, monkeypatch):
         calls.append((split, result))
         return result
 
-    real_evaluate = training.evaluate
+    def spy_validate(model, data, *args, **kwargs):
+        result = real_validate(model, data, *args, **kwargs)
+        calls.append(("valid", result))
+        return result
+
+    real_evaluate, real_validate = training.evaluate, training.validate
     monkeypatch.setattr(training, "evaluate", spy)
+    monkeypatch.setattr(training, "validate", spy_validate)
     config = TrainConfig(max_epochs=200, patience=3, batch_size=512, device="cpu")
     result = train_model(tiny_data, "bpr", train_config=config, seed=1, overrides={"embedding_dim": 8})
     scores = [round(h["recall@20"], 4) for h in result.history]
@@ -52,6 +58,7 @@ def test_early_stopping_and_best_epoch_test_metrics(tiny_data, monkeypatch):
     assert all(score <= scores[best] for score in scores[best + 1:])
     # the reported test metrics are those evaluated right after the best epoch's validation
     valid_calls = [i for i, (split, _) in enumerate(calls) if split == "valid"]
+    assert calls[valid_calls[best]][1].result().means == result.valid  # the best epoch's every metric
     after_best = calls[valid_calls[best] + 1]
     assert after_best[0] == "test" and after_best[1].means == result.test
     assert np.array_equal(after_best[1].per_user["recall@20"], result.per_user["recall@20"])
