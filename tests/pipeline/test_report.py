@@ -260,6 +260,13 @@ def test_every_number_of_the_published_record_chapter_traces_to_a_registry_row()
                                 "and source_id in @found.sources")["value"].round(6).unique()
         assert row["baseline published value"] == pytest.approx(float(np.median(values)))
         assert row["claimed margin"] == pytest.approx(row["LGMRec (paper)"] / row["baseline published value"] - 1)
+    # and the table shows those numbers, not dashes
+    shown = published.margin_tables()[0].frame
+    for _, row in published.margin_frame().iterrows():
+        cells = shown.loc[row["dataset"]]
+        assert cells["LGMRec (paper)"] == f"{row['LGMRec (paper)']:.4f}"
+        assert cells["its published value"] == f"{row['baseline published value']:.4f}"
+        assert cells["strongest published baseline"] == row["strongest baseline"]
 
 
 def test_the_margin_is_compared_with_the_noise_floor_in_words():
