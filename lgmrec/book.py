@@ -287,7 +287,7 @@ def build_book(
     if not (store.root / profile_obj.name).is_dir():
         raise ConfigError(
             f"{store.root / profile_obj.name}: no results for profile '{profile_obj.name}'; "
-            f"run `python -m lgmrec grid --profile {profile_obj.name}` first"
+            f"run `python -m lgmrec grid --profile {profile_obj.reference}` first"
         )
     output = Path(output) if output is not None else CHECKOUT / "book" / "_build"
     output.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,7 @@ def build_book(
         downloads.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
-            PROFILE_ENV: profile_obj.name,
+            PROFILE_ENV: profile_obj.reference,  # the notebooks read the same profile: by name or file
             RESULTS_ENV: str(store.root.resolve()),
             DOWNLOADS_ENV: str(downloads),
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",

@@ -57,20 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- train, generate
 
 
+PROFILE_HELP = ("a built-in profile (embedded, full, ci, smoke) or a profile file (.toml, see lgmrec.profiles); "
+                "default: %(default)s")
+
+
 def _add_train(commands) -> None:
-    from .grids import PROFILES
-    from .models import available_models
+    from .models import installed_models
 
     train = commands.add_parser("train", help="train and evaluate one model on one dataset",
                                 description="One run; the configuration is resolved as everywhere else "
                                             "(lgmrec.resolve: model defaults, preset, the model's training "
                                             "defaults, --profile's training settings, --set).")
     train.add_argument("--data", required=True, help="dataset folder in the MMRec format, or a dataset name")
-    train.add_argument("--model", default="lgmrec", choices=available_models())
+    train.add_argument("--model", default="lgmrec", metavar="MODEL",
+                       help=f"{', '.join(installed_models())}, or a plug-in as module:attribute (default: lgmrec)")
     train.add_argument("--seed", type=int, default=999)
     train.add_argument("--preset", default=None, help="named hyperparameter preset (LGMRec default: official-log)")
-    train.add_argument("--profile", default=None, choices=list(PROFILES),
-                       help="take a profile's training settings (default: the protocol unchanged)")
+    train.add_argument("--profile", default=None, metavar="NAME|FILE.toml",
+                       help="take a profile's training settings, synthetic presets and plug-ins (default: the "
+                            "protocol unchanged): a built-in profile or a profile file (.toml)")
     train.add_argument(
         "--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
         help="override a model hyperparameter or a training setting (repeatable), e.g. alpha=0.5",
@@ -149,7 +154,7 @@ def _add_grid(commands) -> None:
                     "per run under <results>/<profile>/). Interrupt and rerun at will: finished runs "
                     "are kept. Profiles: " + "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()),
     )
-    grid.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    grid.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|FILE.toml", help=PROFILE_HELP)
     grid.add_argument("--only", action="append", choices=list(EXPERIMENTS) + list(DERIVED),
                       help="run only these experiments (repeatable; overall includes its tuning)")
     grid.add_argument("--results", default=None, help="results root (default: $LGMREC_RESULTS_DIR or ./results)")
@@ -207,7 +212,7 @@ def run_grid_command(args: argparse.Namespace) -> int:
 
 def _add_check(commands) -> None:
     from .check import run_check_command
-    from .grids import DEFAULT_PROFILE, PROFILES
+    from .grids import DEFAULT_PROFILE
 
     check = commands.add_parser(
         "check", help="compare reproduced Recall@20/NDCG@20 with expected values (exit 1 on a miss)",
@@ -216,7 +221,7 @@ def _add_check(commands) -> None:
                     "for real data, with the published numbers. A row passes when "
                     "|reproduced - expected| <= max(abs_tol, rel_tol * |expected|).",
     )
-    check.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    check.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|FILE.toml", help=PROFILE_HELP)
     check.add_argument("--expected", default=None,
                        help="CSV with dataset,model,metric,expected[,abs_tol,rel_tol] (default: "
                             "lgmrec/reference/expected/<profile>.csv for synthetic profiles, the published "
@@ -230,7 +235,7 @@ def _add_check(commands) -> None:
 
 
 def _add_power(commands) -> None:
-    from .grids import DEFAULT_PROFILE, PROFILES
+    from .grids import DEFAULT_PROFILE
 
     command = commands.add_parser(
         "power", help="what each claim's design could detect, and the seeds and users the paper's margin needs",
@@ -240,7 +245,7 @@ def _add_power(commands) -> None:
                     "real dataset's test users would give. A profile without results (e.g. full before its runs) "
                     "is extrapolated from the embedded profile's results, and says so.",
     )
-    command.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    command.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|FILE.toml", help=PROFILE_HELP)
     command.add_argument("--results", default=None)
     command.add_argument("--csv", default=None, metavar="FILE", help="also write the numbers as CSV ('-': stdout only)")
     command.set_defaults(func=run_power_command)
@@ -249,16 +254,16 @@ def _add_power(commands) -> None:
 def run_power_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .grids import DEFAULT_PROFILE
+    from .grids import DEFAULT_PROFILE, get_profile
     from .report import BookContext
     from .report.design import design_frame, design_table
     from .results import ResultStore
 
-    profile = args.profile
-    if ResultStore(args.results).load(profile).empty and profile != DEFAULT_PROFILE:
-        print(f"profile {profile}: no results yet; extrapolating from the {DEFAULT_PROFILE} profile's results "
+    profile = get_profile(args.profile)
+    if ResultStore(args.results).load(profile.name).empty and profile.name != DEFAULT_PROFILE:
+        print(f"profile {profile.name}: no results yet; extrapolating from the {DEFAULT_PROFILE} profile's results "
               f"(synthetic variances) to its datasets' test users")
-        profile = DEFAULT_PROFILE
+        profile = get_profile(DEFAULT_PROFILE)
     ctx = BookContext.create(profile, args.results)
     if args.csv == "-":
         design_frame(ctx).to_csv(sys.stdout, index=False)
@@ -274,14 +279,14 @@ def run_power_command(args: argparse.Namespace) -> int:
 
 
 def _add_book(commands) -> None:
-    from .grids import DEFAULT_PROFILE, PROFILES
+    from .grids import DEFAULT_PROFILE
 
     book = commands.add_parser(
         "book", help="build the Jupyter Book from the results of a profile",
         description="Execute the analysis notebooks against <results>/<profile>/ and build HTML "
                     "(fails if any notebook fails).",
     )
-    book.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
+    book.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|FILE.toml", help=PROFILE_HELP)
     book.add_argument("--results", default=None)
     book.add_argument("--out", default=None, help="output folder (default: book/_build)")
     book.set_defaults(func=run_book_command)

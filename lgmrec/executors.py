@@ -100,22 +100,33 @@ def threads_per_run(executor: str, options: GridOptions) -> int:
 # ----------------------------------------------------------------------------- one unit
 
 
+def passable_reference(profile: Profile) -> str | None:
+    """What another process can resolve to this very profile: a built-in's name, or the TOML file
+    it was read from (while the file still says the same); None for a profile made in code."""
+    if PROFILES.get(profile.name) == profile:
+        return profile.name
+    if profile.source is not None and get_profile(profile.source) == profile:
+        return profile.source
+    return None
+
+
 def check_notebook_units(profile: Profile, options: GridOptions) -> None:
-    """Notebook units need a named profile (the notebook takes names) and the ``book`` extra."""
+    """Notebook units need a profile the notebook can read (a name or a file) and the ``book`` extra."""
     if not options.notebooks:
         return
-    if PROFILES.get(profile.name) != profile:
-        raise ConfigError(f"profile {profile.name}: notebooks need a named profile (use --no-notebooks)")
+    if passable_reference(profile) is None:
+        raise ConfigError(f"profile {profile.name}: notebooks need a named profile or a profile file "
+                          f"(use --no-notebooks)")
     if missing := [m for m in NOTEBOOK_MODULES if importlib.util.find_spec(m) is None]:
         raise ConfigError(f"notebook units need {' and '.join(missing)}: pip install -e '.[book]', "
                           f"or run the grid with --no-notebooks")
 
 
 def unit_job(profile: Profile, store: ResultStore, options: GridOptions, threads: int | None) -> dict:
-    """What a worker needs to run units (:func:`lgmrec.worker.run_unit_job`): a named profile is
-    passed by name (the notebook takes names), another one as the object itself."""
-    named = PROFILES.get(profile.name) == profile
-    return {"profile": profile.name if named else profile, "results": str(store.root.resolve()),
+    """What a worker needs to run units (:func:`lgmrec.worker.run_unit_job`): a built-in or file
+    profile is passed by name or path (the notebook takes those), another one as the object itself."""
+    reference = passable_reference(profile)
+    return {"profile": reference or profile, "profile_name": profile.name, "results": str(store.root.resolve()),
             "notebooks": options.notebooks, "force": options.force, "retry_failed": options.retry_failed,
             "threads": threads}
 

@@ -20,7 +20,10 @@ Experiments (mirroring the paper):
 
 Profiles: ``embedded`` (the default of ``nox -s reproduce``: the protocol unchanged, on three
 small synthetic presets), ``full`` (the paper's scale on the real datasets), ``ci`` (LGMRec and
-three baselines, one seed: what CI checks against committed values) and ``smoke`` (tests).
+three baselines, one seed: what CI checks against committed values) and ``smoke`` (tests); or a
+TOML file (:mod:`lgmrec.profiles`). :func:`get_profile` resolves a name or a file into one
+:class:`Profile`, which is then passed down; a file's profile travels to workers and notebook
+kernels as its path (``Profile.source``) and is read again there.
 
 A profile's runs are grouped into :class:`WorkUnit` s, the pieces an executor hands to a worker
 (and papermill executes as one notebook): one (dataset, model) of the overall experiment with its
@@ -31,6 +34,7 @@ tuning and seeds, one dataset's ablation, one (dataset, parameter) of the sensit
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
@@ -97,7 +101,7 @@ TuningMode = Literal["none", "reduced", "full"]
 class Profile:
     name: str
     description: str
-    data: Literal["synthetic", "real"]
+    data: Literal["synthetic", "real", "folder"]  # folder: user-supplied dataset folders
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig overrides ({}: the protocol)
@@ -127,8 +131,19 @@ class Profile:
     data_seed: int = 0  # seed of the synthetic generator
     #: what this profile leaves out of the paper's design, said in the README and the book
     reductions: tuple[str, ...] = ()
+    #: the model the book's claims are about (item 3 of issue 26; the ablation and sensitivity
+    #: experiments are LGMRec's whatever this says)
+    focal_model: str = REFERENCE_MODEL
+    #: ``module:attribute`` references of the plug-in models among ``models`` (loaded with the profile)
+    plugins: tuple[str, ...] = ()
+    #: dataset name -> MMRec-format folder, for datasets that are neither presets nor released
+    dataset_folders: Mapping[str, str] = field(default_factory=dict)
+    #: the TOML file this profile was read from (absolute), None for a built-in one: workers and
+    #: notebook kernels are given this path and read the same profile from it
+    source: str | None = None
 
     def __post_init__(self) -> None:
+        self.load_plugins()
         if not self.datasets or not self.seeds:
             raise ConfigError(f"profile {self.name}: needs datasets and seeds")
         for name in (self.ablation_datasets or ()) + (self.sensitivity_datasets or ()):
@@ -145,6 +160,19 @@ class Profile:
             raise ConfigError(f"profile {self.name}: error_rates needs at least 4 seeds (two halves of 2)")
         if set(self.error_rate_seeds) & {*self.seeds, self.tuning_seed}:
             raise ConfigError(f"profile {self.name}: error_rate_seeds must differ from seeds and tuning_seed")
+
+    def load_plugins(self) -> None:
+        """Register the profile's ``module:attribute`` plug-ins in this process (once; cheap after)."""
+        if self.plugins:
+            from .models import register_reference
+
+            for reference in self.plugins:
+                register_reference(reference)
+
+    @property
+    def reference(self) -> str:
+        """What a worker or a notebook kernel is given to resolve this profile: its file or its name."""
+        return self.source or self.name
 
     @property
     def model_names(self) -> list[str]:
@@ -235,12 +263,24 @@ PROFILES: dict[str, Profile] = {
 DEFAULT_PROFILE = "embedded"
 
 
-def get_profile(profile: str | Profile) -> Profile:
+def get_profile(profile: str | os.PathLike | Profile) -> Profile:
+    """The profile a name (built-in), a path of a TOML file (:mod:`lgmrec.profiles`) or a Profile
+    names. A Profile that crossed a process boundary (pickled) gets its plug-ins loaded here."""
     if isinstance(profile, Profile):
+        profile.load_plugins()
         return profile
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    return PROFILES[profile]
+    if isinstance(profile, str) and profile in PROFILES:
+        return PROFILES[profile]
+    if is_profile_file(profile):
+        from .profiles import read_profile_file
+
+        return read_profile_file(profile)
+    raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)} or give a .toml file")
+
+
+def is_profile_file(profile: str | os.PathLike) -> bool:
+    """Whether ``profile`` means a file (``.toml``, or an existing file) rather than a built-in name."""
+    return str(profile).endswith(".toml") or os.path.isfile(profile)
 
 
 def iter_profiles() -> Iterator[Profile]:

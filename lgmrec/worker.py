@@ -39,9 +39,12 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch takes its thr
 
 
 def execute_unit_notebook(profile: str, unit: dict, results_root: str, force: bool = False,
-                          retry_failed: bool = False, threads: int | None = None) -> Path:
-    """Execute the notebook for one unit of a NAMED profile; the executed copy is written atomically.
-    ``threads``: the kernel's torch threads (it inherits this process's environment)."""
+                          retry_failed: bool = False, threads: int | None = None,
+                          profile_name: str | None = None) -> Path:
+    """Execute the notebook for one unit of a profile given by name or TOML file (the kernel reads
+    it again); the executed copy is written atomically. ``threads``: the kernel's torch threads (it
+    inherits this process's environment); ``profile_name``: the profile's results folder (default:
+    ``profile``, a built-in's name)."""
     import papermill
 
     from .errors import LGMRecError
@@ -51,7 +54,7 @@ def execute_unit_notebook(profile: str, unit: dict, results_root: str, force: bo
                       model=unit_model(unit),
                       parameter=unit["part"] if unit["experiment"] == "sensitivity" else "",
                       results=str(Path(results_root).resolve()), force=force, retry_failed=retry_failed)
-    output = notebook_path(results_root, profile, unit)
+    output = notebook_path(results_root, profile_name or profile, unit)
     if threads:  # set here, not left to the caller: a Ray worker's own default is its task's CPUs
         os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
     try:
@@ -66,15 +69,16 @@ def execute_unit_notebook(profile: str, unit: dict, results_root: str, force: bo
 
 
 def run_unit_job(job: dict, unit: dict) -> None:
-    """Run one unit in this process. ``job``: profile (a name, or a Profile object when not
-    ``notebooks``), results (root), notebooks, force, retry_failed, threads (torch threads)."""
+    """Run one unit in this process. ``job``: profile (a name or a TOML file's path, or a Profile
+    object when not ``notebooks``), profile_name, results (root), notebooks, force, retry_failed,
+    threads (torch threads)."""
     if job["notebooks"]:
         if not isinstance(job["profile"], str):
             from .errors import ConfigError
 
             raise ConfigError(f"profile {job['profile'].name}: notebooks need a named profile (use --no-notebooks)")
         execute_unit_notebook(job["profile"], unit, job["results"], job["force"], job["retry_failed"],
-                              job.get("threads"))
+                              job.get("threads"), job.get("profile_name"))
         return
     import torch
 

@@ -26,6 +26,9 @@ def load_named_dataset(name: str, profile=None) -> InteractionData:
     profile = get_profile(profile) if profile is not None else None
     extra = profile.synthetic_presets if profile is not None else {}
     data_seed = profile.data_seed if profile is not None else 0
+    folders = profile.dataset_folders if profile is not None else {}
+    if name in folders:  # a profile file's dataset folder, named after the folder
+        return load_dataset(folders[name])
     if name in extra:
         return synthetic.generate(extra[name], seed=data_seed, name=name)
     if name in synthetic.PRESETS:
@@ -52,7 +55,8 @@ def check_datasets_available(profile) -> None:
     """Stop with one clear message when a real-data profile lacks a released dataset."""
     if profile.data != "real":
         return
-    missing = [name for name in profile.datasets if find_real_dataset(name) is None]
+    missing = [name for name in profile.datasets
+               if name in DATASET_NAMES and name not in profile.dataset_folders and find_real_dataset(name) is None]
     if missing:
         where = ", ".join(str(dataset_folder(n)) for n in missing)
         raise DataError(

@@ -2,6 +2,11 @@
 
 Each model module defines ``SPEC``, a :class:`ModelSpec` that says how to build the model from a
 loaded dataset and a typed hyperparameter dataclass, plus its presets and search grid.
+
+Three kinds of name resolve here, in this order: the built-in models (:data:`MODEL_MODULES`),
+plug-ins already loaded in this process, and the entry points of the group ``lgmrec.models``
+(installed distributions); a ``module:attribute`` reference (a profile's plug-in) is loaded under
+its spec's name. Plug-ins are loaded lazily, once, and checked (:mod:`lgmrec.models.plugins`).
 """
 
 from __future__ import annotations
@@ -64,15 +69,72 @@ class ModelSpec:
 
 
 def available_models() -> list[str]:
+    """The built-in models (a profile without a model list runs these; plug-ins run where named)."""
     return list(MODEL_MODULES)
 
 
+#: plug-in name -> (where it came from, its checked spec); filled as plug-ins are loaded
+_PLUGINS: dict[str, tuple[str, ModelSpec]] = {}
+_ENTRY_POINTS: dict | None = None
+
+
+def entry_point_models() -> dict:
+    """Name -> entry point of the group ``lgmrec.models`` (read once per process, not loaded)."""
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is None:
+        from importlib.metadata import entry_points
+
+        from .plugins import ENTRY_POINT_GROUP
+
+        _ENTRY_POINTS = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return _ENTRY_POINTS
+
+
+def installed_models() -> list[str]:
+    """Every model name this environment offers without loading any: built-ins, then entry points."""
+    return list(MODEL_MODULES) + [n for n in entry_point_models() if n not in MODEL_MODULES]
+
+
+def loaded_plugins() -> dict[str, str]:
+    """Plug-in name -> where it came from (entry point or module:attribute), for those loaded here."""
+    return {name: origin for name, (origin, _) in _PLUGINS.items()}
+
+
+def register_reference(reference: str) -> str:
+    """Load the ``module:attribute`` plug-in (once), check it, and return its model name."""
+    from .plugins import PluginError, check_plugin, load_reference
+
+    for name, (origin, _) in _PLUGINS.items():
+        if origin == reference:
+            return name
+    spec = check_plugin(reference, load_reference(reference))
+    if spec.name in entry_point_models() and get_model_spec(spec.name) is spec:
+        return spec.name  # the installed entry point's own spec, named by its module:attribute
+    if spec.name in _PLUGINS or spec.name in entry_point_models():
+        other = _PLUGINS[spec.name][0] if spec.name in _PLUGINS else f"entry point {spec.name!r}"
+        raise PluginError(f"plug-in {reference}: name {spec.name!r} is already taken by {other}")
+    _PLUGINS[spec.name] = (reference, spec)
+    return spec.name
+
+
 def get_model_spec(name: str) -> ModelSpec:
+    if ":" in name:
+        return _PLUGINS[register_reference(name)][1]
     key = name.lower()
-    if key not in MODEL_MODULES:
-        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODEL_MODULES)}")
-    module = importlib.import_module(f"{__name__}.{MODEL_MODULES[key]}")
-    return module.SPEC
+    if key in MODEL_MODULES:
+        module = importlib.import_module(f"{__name__}.{MODEL_MODULES[key]}")
+        return module.SPEC
+    if name in _PLUGINS:
+        return _PLUGINS[name][1]
+    entry_point = entry_point_models().get(name)
+    if entry_point is None:
+        raise ConfigError(f"unknown model {name!r}; choose from {', '.join(installed_models())} "
+                          f"(or a plug-in: an entry point of group lgmrec.models, or module:attribute)")
+    from .plugins import check_plugin, load_entry_point
+
+    spec = check_plugin(f"entry point {name!r} ({entry_point.value})", load_entry_point(entry_point), name)
+    _PLUGINS[name] = (f"entry point {name!r}", spec)
+    return spec
 
 
 def dataset_family(dataset_name: str) -> str | None:
@@ -113,6 +175,10 @@ __all__ = [
     "Recommender",
     "available_models",
     "dataset_family",
+    "entry_point_models",
     "get_model_spec",
+    "installed_models",
+    "loaded_plugins",
+    "register_reference",
     "resolve_model_config",
 ]

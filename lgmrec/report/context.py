@@ -32,10 +32,11 @@ def metric_label(metric: str) -> str:
 
 
 def model_labels() -> dict[str, str]:
-    from ..grids import available_models
-    from ..models import get_model_spec
+    """Model name -> label in tables: the built-ins and the plug-ins loaded in this process (a
+    profile's plug-ins are loaded with it)."""
+    from ..models import available_models, get_model_spec, loaded_plugins
 
-    return {name: get_model_spec(name).label for name in available_models()}
+    return {name: get_model_spec(name).label for name in [*available_models(), *loaded_plugins()]}
 
 
 def model_order() -> dict[str, int]:
@@ -64,16 +65,17 @@ class BookContext:
     cache: dict = field(default_factory=dict, repr=False)  # computed results shared by a page's cells
 
     @classmethod
-    def create(cls, profile: str | None = None, results: str | None = None) -> "BookContext":
+    def create(cls, profile: str | Profile | None = None, results: str | None = None) -> "BookContext":
+        """``profile``: a Profile, a built-in's name or a profile file (None: ``$LGMREC_PROFILE``)."""
         from .display import setup_display
 
         setup_display()  # a page never shows a truncated frame
-        name = profile or os.environ.get(PROFILE_ENV) or "embedded"
-        context = cls(get_profile(name), ResultStore(results))
+        context = cls(get_profile(profile or os.environ.get(PROFILE_ENV) or "embedded"), ResultStore(results))
         if context.records.empty:
+            name = context.profile.name
             raise DataError(
                 f"{context.store.root / name}: no results for profile '{name}'; run "
-                f"`python -m lgmrec grid --profile {name}` first"
+                f"`python -m lgmrec grid --profile {context.profile.reference}` first"
             )
         return context
 
