@@ -123,9 +123,12 @@ def check_notebook_units(profile: Profile, options: GridOptions) -> None:
 
 
 def unit_job(profile: Profile, store: ResultStore, options: GridOptions, threads: int | None) -> dict:
-    """What a worker needs to run units (:func:`lgmrec.worker.run_unit_job`): a built-in or file
-    profile is passed by name or path (the notebook takes those), another one as the object itself."""
+    """What a worker needs to run units (:func:`lgmrec.worker.run_unit_job`): for notebooks a built-in
+    or file profile by name or path (the notebook takes those); otherwise a built-in's name, or the
+    object itself (a Ray node need not hold the profile file; ``get_profile`` loads its plug-ins there)."""
     reference = passable_reference(profile)
+    if not options.notebooks and profile.source is not None:
+        reference = None
     return {"profile": reference or profile, "profile_name": profile.name, "results": str(store.root.resolve()),
             "notebooks": options.notebooks, "force": options.force, "retry_failed": options.retry_failed,
             "threads": threads}

@@ -151,6 +151,7 @@ def test_a_plugin_goes_through_the_grid_with_notebooks_and_into_the_book(install
     assert "ToyMF" in table_labels(html, "tuning", "tuning-choice-smoke-baby")
     assert table_labels(html, "runs/smoke-baby", "runs-smoke-baby-error_rates") == {"ToyMF"}
     assert (html / "runs" / "smoke-baby" / "toymf-overall.html").is_file()
+    assert "ModelSpec" in (html / "plugins.html").read_text()  # the contract's page
 
 
 def test_a_module_attribute_plugin_runs_in_notebook_workers_where_it_is_importable(tmp_path):
@@ -162,6 +163,12 @@ def test_a_module_attribute_plugin_runs_in_notebook_workers_where_it_is_importab
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (results / "by-reference" / "smoke-baby" / "toymf" / "overall.ipynb").is_file()
     assert len(list((results / "by-reference" / "smoke-baby" / "toymf").glob("*-seed999.json"))) == 1
+    # without notebooks the workers get the Profile object itself, and load its plug-in from it
+    plain = tmp_path / "plain"
+    proc = lgmrec("grid", "--profile", str(path), "--results", str(plain), "--no-notebooks", env=with_path(FIXTURE))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in (plain / "by-reference" / "smoke-baby" / "toymf").glob("*-seed999.json")] == \
+        [p.name for p in (results / "by-reference" / "smoke-baby" / "toymf").glob("*-seed999.json")]
     # where it is not importable, the profile stops before any run, naming the plug-in
     proc = lgmrec("grid", "--profile", str(path), "--results", str(results), "--force", env=with_path())
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
