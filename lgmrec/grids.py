@@ -105,7 +105,7 @@ class Profile:
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig overrides ({}: the protocol)
-    models: tuple[str, ...] | None = None  # None: every registered model
+    models: tuple[str, ...] | None = None  # None: every built-in model (a plug-in runs where a profile names it)
     experiments: tuple[str, ...] = EXPERIMENTS  # which experiments the profile runs
     #: which grid of each model's spec the tuning experiment searches: none (defaults/presets),
     #: reduced (``ModelSpec.reduced_grid``) or full (``ModelSpec.tuning_grid``, MMRec's yaml)
