@@ -42,14 +42,30 @@ def fingerprint(*parts: object) -> str:
     return digest.hexdigest()[:20]
 
 
+#: What :func:`cached_sparse` last loaded, by file: the runs of one grid unit (one process) build the
+#: same graphs again and again (a load is ~10 ms on the -mini presets, several per build).
+_LOADED: dict[Path, sp.csr_matrix] = {}
+_LOADED_MAX = 32
+
+
 def cached_sparse(kind: str, key: str, compute: Callable[[], sp.spmatrix]) -> sp.csr_matrix:
-    """Load ``<cache>/<kind>-<key>.npz`` or compute, store atomically and return it."""
+    """Load ``<cache>/<kind>-<key>.npz`` or compute, store atomically and return it.
+
+    A file loaded before in this process is not read again: a copy of what it gave is returned
+    (the same arrays, so callers may change theirs)."""
     path = cache_dir() / f"{kind}-{key}.npz"
+    if path in _LOADED and path.is_file():
+        return _LOADED[path].copy()
     if path.is_file():
         try:
-            return sp.load_npz(path).tocsr()
+            matrix = sp.load_npz(path).tocsr()
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # a damaged entry is recomputed, never trusted
+        else:
+            if len(_LOADED) >= _LOADED_MAX:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[path] = matrix
+            return matrix.copy()
     matrix = sp.csr_matrix(compute())
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
