@@ -13,7 +13,7 @@ from .. import stats
 from ..grids import ABLATIONS, SENSITIVITY_SYMBOLS
 from .context import MAIN_METRICS, BookContext, metric_label
 from .contrasts import MDE_NOTE, contrast_cells, contrast_numbers, variant_contrasts
-from .display import NBSP, Table, Tables, fmt_num, fmt_range, fmt_value
+from .display import NBSP, Html, Table, Tables, escape, fmt_num, fmt_range, fmt_value
 from .claims import FULL_VARIANT
 
 
@@ -39,6 +39,22 @@ def _mean_cell(summary: dict) -> str:
 # ---------------------------------------------------------------------------- ablation
 
 
+def not_run(ctx: BookContext, experiment: str) -> Html | None:
+    """A note to show instead of an experiment's tables and figure when the results hold none of
+    its runs (a profile file may leave the experiment out); None when they hold some."""
+    from ..grids import units
+
+    if experiment in ctx.profile.experiments and not ctx.runs(experiment).empty:
+        return None
+    if experiment not in ctx.profile.experiments:
+        why = f"profile {ctx.profile.name} does not include the {experiment} experiment"
+    elif not units(ctx.profile, experiment):
+        why = f"profile {ctx.profile.name} defines no {experiment} runs"
+    else:
+        why = f"the results hold no {experiment} runs of profile {ctx.profile.name} yet"
+    return Html(f'<p class="lgmrec-not-run"><b>Not run</b>: {escape(why)}.</p>')
+
+
 def ablation_frame(ctx: BookContext, metrics=MAIN_METRICS) -> pd.DataFrame:
     runs = ctx.runs("ablation")
     rows = []
@@ -55,9 +71,11 @@ def ablation_frame(ctx: BookContext, metrics=MAIN_METRICS) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)
 
 
-def ablation_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
+def ablation_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables | Html:
     """Per dataset: each variant's mean [95 % interval] and its difference from the full model
-    with intervals over users and seeds."""
+    with intervals over users and seeds; a "not run" note without ablation runs."""
+    if (note := not_run(ctx, "ablation")) is not None:
+        return note
     frame = ablation_frame(ctx, metrics)
     contrasts = variant_contrasts(ctx, "ablation", FULL_VARIANT, list(ABLATIONS), metrics)
     out = Tables()
@@ -87,9 +105,11 @@ def ablation_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
 
 
 def ablation_figure(ctx: BookContext, metric: str = "recall@20"):
-    """Each variant's mean with its 95 % interval, per dataset."""
+    """Each variant's mean with its 95 % interval, per dataset (None without ablation runs)."""
     import matplotlib.pyplot as plt
 
+    if not_run(ctx, "ablation") is not None:
+        return None
     frame = ablation_frame(ctx, [metric])
     datasets = list(frame["dataset"].unique())
     figure, axes = plt.subplots(1, max(len(datasets), 1), figsize=(3.6 * max(len(datasets), 1) + 1, 3.4),
@@ -142,7 +162,10 @@ def _same(a, b) -> bool:
         return a == b
 
 
-def sensitivity_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
+def sensitivity_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables | Html:
+    """Per dataset and parameter, each value's means; a "not run" note without sensitivity runs."""
+    if (note := not_run(ctx, "sensitivity")) is not None:
+        return note
     frame = sensitivity_frame(ctx, metrics)
     out = Tables()
     for (dataset, parameter), part in frame.groupby(["dataset", "parameter"], sort=False):
@@ -160,9 +183,12 @@ def sensitivity_tables(ctx: BookContext, metrics=MAIN_METRICS) -> Tables:
 
 
 def sensitivity_figure(ctx: BookContext, metrics=MAIN_METRICS):
-    """One panel per hyperparameter: mean and 95 % interval per value; log x for A and lambda_cl."""
+    """One panel per hyperparameter: mean and 95 % interval per value; log x for A and lambda_cl
+    (None without sensitivity runs: the tables say so)."""
     import matplotlib.pyplot as plt
 
+    if not_run(ctx, "sensitivity") is not None:
+        return None
     frame = sensitivity_frame(ctx, metrics)
     parameters = [p for p in SENSITIVITY_SYMBOLS if p in set(frame["parameter"])]
     columns = min(3, max(len(parameters), 1))

@@ -121,11 +121,12 @@ def table_labels(html: Path, page: str, name: str) -> set[str]:
 def test_a_plugin_goes_through_the_grid_with_notebooks_and_into_the_book(installed, tmp_path):
     """ToyMF, installed, against BPR and LGMRec on the smoke data: its tuning grid (its spec's reduced
     grid), its seeds at the validation-chosen point and its error-rate runs, each unit a notebook
-    executed by a local worker; then the book, with ToyMF in its tables."""
+    executed by a local worker; then the book, with ToyMF in its tables and the experiments the
+    profile leaves out (LGMRec's ablation and sensitivity) marked as not run."""
     path = write_profile(tmp_path, "mine", ["bpr", "lgmrec", "toymf"], focal_model="toymf", seeds=[999, 1],
-                         tuning="reduced", error_rate_models=["toymf"], error_rate_seeds=[5, 6, 7, 8],
+                         experiments=["tuning", "overall", "error_rates"], tuning="reduced",
+                         error_rate_models=["toymf"], error_rate_seeds=[5, 6, 7, 8],
                          reductions=["one tiny synthetic dataset, 2 seeds, 2 epochs: a test"])
-    path.write_text(path.read_text() + "[sensitivity]\nalpha = [0.0, 0.6]\n")
     results, env = tmp_path / "results", with_path(installed)
     proc = lgmrec("grid", "--profile", str(path), "--results", str(results), "--workers", "2", env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -151,6 +152,9 @@ def test_a_plugin_goes_through_the_grid_with_notebooks_and_into_the_book(install
     assert table_labels(html, "runs/smoke-baby", "runs-smoke-baby-error_rates") == {"ToyMF"}
     assert (html / "runs" / "smoke-baby" / "toymf-overall.html").is_file()
     assert "ModelSpec" in (html / "plugins.html").read_text()  # the contract's page
+    for chapter in ("ablation", "sensitivity"):
+        text = BeautifulSoup((html / f"{chapter}.html").read_text(), "html.parser").get_text(" ", strip=True)
+        assert f"Not run : profile mine does not include the {chapter} experiment" in text, chapter
 
 
 def test_a_module_attribute_plugin_runs_in_notebook_workers_where_it_is_importable(tmp_path):
