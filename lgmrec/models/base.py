@@ -8,7 +8,9 @@ Three methods make the contract:
 - ``loss(users, pos_items, neg_items)`` returns the scalar training loss of a BPR batch;
 - ``score(users, embeddings)`` returns scores of ``users`` against all items (default: dot product).
 
-The trainer and the evaluator only use these, plus two optional hooks below.
+The trainer and the evaluator only use these, plus two optional hooks below. A model of one's own
+(a plug-in: :mod:`lgmrec.models.plugins`) follows the same contract; the book's page "Your own
+model" (``book/plugins.md``) says what the suite calls and when.
 """
 
 from __future__ import annotations
