@@ -131,8 +131,8 @@ class Profile:
     data_seed: int = 0  # seed of the synthetic generator
     #: what this profile leaves out of the paper's design, said in the README and the book
     reductions: tuple[str, ...] = ()
-    #: the model the book's claims are about (item 3 of issue 26; the ablation and sensitivity
-    #: experiments are LGMRec's whatever this says)
+    #: the model the profile benchmarks, which the book's claims are to be about (the ablation and
+    #: sensitivity experiments stay LGMRec's: they switch off its parts and move its hyperparameters)
     focal_model: str = REFERENCE_MODEL
     #: ``module:attribute`` references of the plug-in models among ``models`` (loaded with the profile)
     plugins: tuple[str, ...] = ()
