@@ -172,8 +172,11 @@ def recall_at_k_if_unambiguous(batch: EvalBatch, scores: torch.Tensor, n_items: 
     tied = (row_scores == own[:, None]).sum(dim=1)  # itself included
     if bool(((higher < k) & (higher + tied > k)).any()) or bool(torch.isnan(scores).any()):
         return None
-    hits = torch.zeros(len(batch.users), dtype=torch.int64, device=scores.device)
-    hits.index_add_(0, rows, (higher < k).long())
+    # hits per user: segment sums over the held-out pairs, which come user by user (sorted keys);
+    # integer cumulative sums, not index_add_ (flagged nondeterministic on CUDA)
+    counted = torch.cat([torch.zeros(1, dtype=torch.int64, device=scores.device), (higher < k).long().cumsum(0)])
+    ends = batch.n_relevant.cumsum(0)
+    hits = counted[ends] - counted[ends - batch.n_relevant]
     return hits.cpu().double() / batch.n_relevant.cpu().double()
 
 
