@@ -5,7 +5,8 @@ split); the user's TRAINING items are masked; metrics follow ``shared/spec/proto
 
 What does not change between evaluations (the users, their training items to mask, their
 held-out items) is computed once per dataset and split (:func:`split_batches`), so an evaluation
-pass is the model's scoring plus a top-K.
+pass is the model's scoring plus the ranks of the held-out items: counted (:func:`ranked_hits`),
+or from a top-K where ties or NaN leave the count ambiguous; the same hits either way.
 
 The trainer's per-epoch validation (:func:`validate`) computes only what early stopping reads, the
 validation Recall@20, and that without a top-K; the other metrics (kept in the record for the best
@@ -109,15 +110,51 @@ def _batch_scores(model: Recommender, data: InteractionData, split: str, batch_u
         yield batch, scores
 
 
-def _batch_metrics(batch: EvalBatch, scores: torch.Tensor, n_items: int, topk: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Per-user metrics of one batch from its masked scores: top-K, hits, :func:`ranking_metrics`."""
-    max_k = min(max(topk), n_items)
+def topk_hits(batch: EvalBatch, scores: torch.Tensor, n_items: int, width: int) -> torch.Tensor:
+    """``(users, width)`` 0/1 matrix: does the item at each rank of the top-``width`` hold a
+    held-out item? From a top-K of the masked scores (ranks beyond the item count hold none)."""
+    max_k = min(width, n_items)
     top = torch.topk(scores, max_k, dim=1).indices
     keys = torch.arange(len(batch.users), device=scores.device)[:, None] * n_items + top
     found = torch.searchsorted(batch.heldout_keys, keys).clamp(max=max(len(batch.heldout_keys) - 1, 0))
     hits = batch.heldout_keys[found] == keys if len(batch.heldout_keys) else torch.zeros_like(keys, dtype=torch.bool)
-    if max_k < max(topk):  # fewer items than the largest K: the missing ranks hold no hit
-        hits = torch.nn.functional.pad(hits, (0, max(topk) - max_k))
+    if max_k < width:  # fewer items than the largest K: the missing ranks hold no hit
+        hits = torch.nn.functional.pad(hits, (0, width - max_k))
+    return hits
+
+
+def _heldout_ranks(batch: EvalBatch, scores: torch.Tensor, n_items: int):
+    """(row in the batch, number of items scoring strictly higher, number scoring the same, itself
+    included) of every held-out pair of the batch, in the order of its keys (user by user)."""
+    rows, items = batch.heldout_keys // n_items, batch.heldout_keys % n_items
+    own = scores[rows, items]
+    row_scores = scores[rows]
+    return rows, (row_scores > own[:, None]).sum(dim=1), (row_scores == own[:, None]).sum(dim=1)
+
+
+def ranked_hits(batch: EvalBatch, scores: torch.Tensor, n_items: int, width: int) -> torch.Tensor | None:
+    """:func:`topk_hits` without a top-K: a held-out item that no other item ties sits at the rank
+    given by the number of items scoring strictly higher, whatever order a top-K gives the others.
+    ``None`` where that does not fix the matrix (a held-out item tied with another within the top
+    ``width``, a NaN score, fewer items than ``width``, no held-out item): then the top-K decides.
+    Otherwise the matrix is :func:`topk_hits`'s, element for element."""
+    if width > n_items or not len(batch.heldout_keys):
+        return None
+    rows, higher, tied = _heldout_ranks(batch, scores, n_items)
+    inside = higher < width
+    if bool((inside & (tied > 1)).any()) or bool(torch.isnan(scores).any()):
+        return None
+    hits = torch.zeros(len(batch.users), width, dtype=torch.bool, device=scores.device)
+    hits[rows[inside], higher[inside]] = True
+    return hits
+
+
+def _batch_metrics(batch: EvalBatch, scores: torch.Tensor, n_items: int, topk: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Per-user metrics of one batch from its masked scores: hits at each rank (:func:`ranked_hits`,
+    or a top-K where it declines), :func:`ranking_metrics`."""
+    hits = ranked_hits(batch, scores, n_items, max(topk))
+    if hits is None:
+        hits = topk_hits(batch, scores, n_items, max(topk))
     return ranking_metrics(hits.cpu(), batch.n_relevant.cpu(), topk)
 
 
@@ -165,11 +202,7 @@ def recall_at_k_if_unambiguous(batch: EvalBatch, scores: torch.Tensor, n_items: 
     of hits divided by the number of held-out items, in float64)."""
     if k > n_items or not len(batch.heldout_keys):
         return None
-    rows, items = batch.heldout_keys // n_items, batch.heldout_keys % n_items
-    own = scores[rows, items]
-    row_scores = scores[rows]
-    higher = (row_scores > own[:, None]).sum(dim=1)
-    tied = (row_scores == own[:, None]).sum(dim=1)  # itself included
+    _, higher, tied = _heldout_ranks(batch, scores, n_items)
     if bool(((higher < k) & (higher + tied > k)).any()) or bool(torch.isnan(scores).any()):
         return None
     # hits per user: segment sums over the held-out pairs, which come user by user (sorted keys);

@@ -104,3 +104,31 @@ def test_recall_without_top_k_declines_ties_across_rank_k_and_nan():
     with_nan = scores.clone()
     with_nan[1, 4] = torch.nan
     assert recall_at_k_if_unambiguous(batch, with_nan, 5, 1) is None
+
+
+@pytest.mark.parametrize("levels", [0, 4, 40, 1000])
+def test_counted_ranks_give_the_top_k_hits_or_decline(tiny_data, levels):
+    """ranked_hits (no top-K) is topk_hits element for element wherever it answers; with ties that
+    touch a held-out item within the top K, or NaN, it declines (and the top-K decides)."""
+    from lgmrec.evaluation import ranked_hits, split_batches, topk_hits
+
+    generator = torch.Generator().manual_seed(levels)
+    answered = declined = 0
+    for batch_users in (4096, 13):
+        for batch in split_batches(tiny_data, "test", batch_users, torch.device("cpu")):
+            for trial in range(5):
+                scores = torch.rand(len(batch.users), tiny_data.n_items, generator=generator)
+                if levels:
+                    scores = torch.round(scores * levels)
+                scores[batch.mask_rows, batch.mask_items] = -torch.inf
+                if trial == 4:
+                    scores[0, 0] = torch.nan
+                for width in (1, 20, 50):
+                    hits = ranked_hits(batch, scores, tiny_data.n_items, width)
+                    if hits is None:
+                        declined += 1
+                    else:
+                        answered += 1
+                        assert torch.equal(hits, topk_hits(batch, scores, tiny_data.n_items, width))
+    assert answered > 0 and (declined > 0 or levels in (0, 1000))
+    assert ranked_hits(batch, scores, tiny_data.n_items, tiny_data.n_items + 1) is None
