@@ -62,9 +62,10 @@ def cached_sparse(kind: str, key: str, compute: Callable[[], sp.spmatrix]) -> sp
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # a damaged entry is recomputed, never trusted
         else:
-            if len(_LOADED) >= _LOADED_MAX:
+            while _LOADED and len(_LOADED) >= _LOADED_MAX:
                 _LOADED.pop(next(iter(_LOADED)))
-            _LOADED[path] = matrix
+            if _LOADED_MAX > 0:
+                _LOADED[path] = matrix
             return matrix.copy()
     matrix = sp.csr_matrix(compute())
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,3 +27,14 @@ def test_cached_sparse_reads_a_file_once_per_process_and_hands_out_copies(tmp_pa
     (tmp_path / "test-key.npz").unlink()  # a removed file is computed again, not served from memory
     cache.cached_sparse("test", "key", compute)
     assert len(computed) == 2
+
+
+def test_cached_sparse_keeps_at_most_its_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(cache, "_LOADED", {})
+    for limit in (0, 2):
+        monkeypatch.setattr(cache, "_LOADED_MAX", limit)
+        for key in ("a", "b", "c", "a", "b", "c"):
+            matrix = cache.cached_sparse("test", key, lambda: sp.identity(3, format="csr"))
+            assert (matrix != sp.identity(3, format="csr")).nnz == 0
+            assert len(cache._LOADED) <= limit
