@@ -159,7 +159,10 @@ def detectability(mde: float, margin_percent: float | None, relative: bool = Tru
     detects = f"{mde:.1f} %" if relative else f"differences of {mde:.4f}"
     if margin_percent is None or not np.isfinite(margin_percent) or not relative:
         return f"this design detects {detects} or more (no published margin)"
-    if mde <= abs(margin_percent):
+    if margin_percent <= 0:
+        return (f"this design detects {detects} or more; the paper's own number is {-margin_percent:.1f} % below "
+                f"this baseline's published value (no margin claimed over it)")
+    if mde <= margin_percent:
         return f"the paper's margin of {margin_percent:.1f} % was detectable (this design detects {detects})"
     return f"this design detects {detects} or more; the paper's margin is {margin_percent:.1f} %"
 

@@ -51,6 +51,8 @@ def protocol_table(ctx: BookContext) -> Table:
         ("seeds (sensitivity)", ", ".join(map(str, p.sensitivity_seeds or p.seeds))),
         ("ablation datasets", ", ".join(p.ablation_datasets or p.datasets)),
         ("sensitivity datasets", ", ".join(p.sensitivity_datasets or p.datasets)),
+        ("error rates", (f"{', '.join(p.error_rate_models)} on every dataset, seeds "
+                         f"{', '.join(map(str, p.error_rate_seeds))}" if p.error_rate_models else "not run")),
         ("tuning", f"{p.tuning} (seed {p.tuning_seed}; MMRec's point replicated with fresh seeds: "
                    f"{'yes' if p.replicate_test_choice else 'no'})"),
         ("training overrides", ", ".join(f"{k}={fmt_value(v)}" for k, v in p.train.items()) or "none (the protocol)"),

@@ -100,6 +100,7 @@ def test_detectability_says_which_kind_of_inconclusive():
     assert power.detectability(6.5, 1.0) == "this design detects 6.5 % or more; the paper's margin is 1.0 %"
     assert "margin of 3.9 % was detectable" in power.detectability(2.0, 3.9)
     assert "no published margin" in power.detectability(4.0, None)
+    assert "3.4 % below this baseline's published value" in power.detectability(6.4, -3.4)
 
 
 # ---------------------------------------------------------------------------- on the smoke store
