@@ -11,6 +11,10 @@ Per dataset of the profile:
 - C5 the published numbers are reproduced: the paper's LGMRec row (Table 2) within 5 % (the
   check's tolerance, :data:`lgmrec.check.REAL_TOLERANCE`), on real data only.
 
+The claims are about the profile's focal model (``Profile.focal_model``: LGMRec unless a profile file
+names another, e.g. a plug-in): C1 and C4 compare it with the baselines under the same statistics;
+C2, C3 (LGMRec's ablation) and C5 (LGMRec's published numbers) are "not tested" for another model.
+
 Every comparison is a :class:`lgmrec.stats.Contrast`; the verdict rule is
 :func:`lgmrec.stats.claim_verdict` (C5: :func:`lgmrec.stats.equivalence_verdict`), at
 ``stats.ALPHA`` = 0.05. Each verdict of C1-C4 carries the minimum detectable effect of its headline
@@ -26,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .. import power, stats
-from ..grids import PUBLISHED_VARIANT
+from ..grids import PUBLISHED_VARIANT, REFERENCE_MODEL
 from .context import MAIN_METRICS, TABLE_METRICS, BookContext, is_reference, metric_label
 from .contrasts import MDE_NOTE, contrast_cells, contrast_numbers, mde_numbers, overall_contrasts, variant_contrasts
 from .display import DASH, NBSP, Html, Table, Tables, escape, fmt_ci, fmt_num, fmt_p, fmt_pct, fmt_signed
@@ -131,7 +135,7 @@ def claim_c1(ctx: BookContext, dataset: str) -> ClaimResult:
     table = overall_contrasts(ctx, TABLE_METRICS)
     table = table[table["dataset"] == dataset]
     if table.empty:
-        return _not_tested("C1", dataset, "no overall runs of LGMRec and a baseline on this dataset")
+        return _not_tested("C1", dataset, f"no overall runs of {ctx.focal_label} and a baseline on this dataset")
     verdict = stats.claim_verdict(list(table["contrast"]))
     rows, shown = [], []
     for metric, part in table.groupby("metric", sort=False):
@@ -141,32 +145,35 @@ def claim_c1(ctx: BookContext, dataset: str) -> ClaimResult:
         rows.append({"metric": metric, "strongest baseline": strongest["variant"], **contrast.row(),
                      "baselines beaten (all intervals > 0)": beaten, "baselines": len(part)})
         cells = contrast_cells(contrast)
-        margin = _paper_margin(dataset, strongest["model"], metric)
+        margin = _paper_margin(ctx, dataset, strongest["model"], metric)
         rows[-1].update(mde_numbers(contrast), **{"paper's margin %": margin})
         shown.append({"metric": metric_label(metric), "strongest baseline": strongest["variant"],
-                      "LGMRec − strongest": cells["difference"], "95% CI users": cells["95% CI users"],
+                      f"{ctx.focal_label} − strongest": cells["difference"], "95% CI users": cells["95% CI users"],
                       "95% CI seeds": cells["95% CI seeds"], "MDE": cells["MDE"],
                       "margin (paper)": fmt_pct(margin) if margin is not None else DASH,
                       "beats": f"{beaten}/{len(part)}"})
     main = table[(table["metric"] == "recall@20")]
     main = main.loc[main["baseline mean"].idxmax()] if len(main) else table.iloc[0]
     every = contrast_numbers(table).assign(level="every baseline")
-    every["paper's margin %"] = [_paper_margin(dataset, m, metric) for m, metric in zip(table["model"], table["metric"])]
+    every["paper's margin %"] = [_paper_margin(ctx, dataset, m, metric) for m, metric in zip(table["model"], table["metric"])]
     details = pd.concat([pd.DataFrame(rows).assign(dataset=dataset), every], ignore_index=True)
     result = ClaimResult("C1", dataset, verdict,
                          _headline(main["contrast"], f"over {main['variant']} ({metric_label(main['metric'])})"),
                          _basis(table["contrast"]), details, pd.DataFrame(shown).set_index("metric"),
-                         "beats: baselines whose every interval of LGMRec − baseline lies above 0; " + MDE_NOTE +
+                         f"beats: baselines whose every interval of {ctx.focal_label} − baseline lies above 0; " + MDE_NOTE +
                          "; margin (paper): the paper's LGMRec number over the baseline's published value (the "
                          "published record, on the Amazon data)")
-    return _with_mde(result, main["contrast"], _paper_margin(dataset, main["model"], main["metric"]), len(table))
+    return _with_mde(result, main["contrast"], _paper_margin(ctx, dataset, main["model"], main["metric"]), len(table))
 
 
-def _paper_margin(dataset: str, baseline: str, metric: str) -> float | None:
-    """The paper's margin over ``baseline`` in % (the published record), None where it has none."""
+def _paper_margin(ctx: BookContext, dataset: str, baseline: str, metric: str) -> float | None:
+    """The paper's margin of LGMRec over ``baseline`` in % (the published record), None where it has
+    none or the focal model is not LGMRec (the paper claims nothing about another model)."""
     from ..literature import METRICS, claimed_margin
     from ..models import dataset_family
 
+    if ctx.focal != REFERENCE_MODEL:
+        return None
     family = dataset_family(dataset)
     margin = claimed_margin(family, baseline, metric) if family and metric in METRICS else None
     return None if margin is None else 100 * margin
@@ -177,6 +184,9 @@ def _paper_margin(dataset: str, baseline: str, metric: str) -> float | None:
 
 def claim_ablation(ctx: BookContext, dataset: str) -> list[ClaimResult]:
     results = []
+    if ctx.focal != REFERENCE_MODEL:
+        why = f"not run: the ablation is LGMRec's; the focal model {ctx.focal_label} defines none"
+        return [_not_tested(claim, dataset, why) for claim in ABLATION_PAIRS]
     for claim, variants in ABLATION_PAIRS.items():
         table = variant_contrasts(ctx, "ablation", FULL_VARIANT, None, MAIN_METRICS)
         table = table[(table["dataset"] == dataset) & table["variant"].isin(variants)]
@@ -207,7 +217,7 @@ def claim_ablation(ctx: BookContext, dataset: str) -> list[ClaimResult]:
 
 def strongest_baseline(ctx: BookContext, dataset: str, metric: str = "recall@20") -> str | None:
     runs = ctx.runs("overall")
-    runs = runs[(runs["dataset"] == dataset) & ~is_reference(runs) & (runs["variant"] != PUBLISHED_VARIANT)]
+    runs = runs[(runs["dataset"] == dataset) & ~is_reference(runs, ctx.focal) & (runs["variant"] != PUBLISHED_VARIANT)]
     if runs.empty:
         return None
     return runs.groupby("variant")[metric].mean().idxmax()
@@ -217,9 +227,9 @@ def claim_c4(ctx: BookContext, dataset: str) -> ClaimResult:
     runs = ctx.runs("overall")
     runs = runs[runs["dataset"] == dataset]
     baseline = strongest_baseline(ctx, dataset)
-    reference = runs[is_reference(runs)]
+    reference = runs[is_reference(runs, ctx.focal)]
     if baseline is None or reference.empty:
-        return _not_tested("C4", dataset, "no overall runs of LGMRec and a baseline on this dataset")
+        return _not_tested("C4", dataset, f"no overall runs of {ctx.focal_label} and a baseline on this dataset")
     other = runs[runs["variant"] == baseline]
     n_train = ctx.n_train(dataset)
     cut = float(n_train.median())
@@ -270,6 +280,9 @@ def claim_c5(ctx: BookContext, dataset: str) -> ClaimResult:
 
     family = dataset_family(dataset)
     record = f"; {lgmrec_record_text(family)}" if family else ""
+    if ctx.focal != REFERENCE_MODEL:
+        return _not_tested("C5", dataset, f"not run: the published numbers are LGMRec's; the focal model is "
+                                          f"{ctx.focal_label}")
     runs = ctx.runs("overall")
     runs = runs[runs["dataset"] == dataset]
     kinds = set(runs["data_kind"].dropna())
@@ -357,12 +370,20 @@ def claim_tables(ctx: BookContext, claim: str) -> Tables:
     return out
 
 
-def claim_definitions() -> pd.DataFrame:
-    return pd.DataFrame([{"claim": k, "statement": v[1], "test": TESTS[k]} for k, v in CLAIMS.items()]).set_index("claim")
+def claim_definitions(focal_label: str = "LGMRec") -> pd.DataFrame:
+    """The claims as the paper states them for LGMRec; C1 and C4 of another focal model name it instead."""
+    rows = []
+    for key, (_, statement) in CLAIMS.items():
+        if key in ("C1", "C4"):
+            statement = statement.replace("LGMRec", focal_label)
+        rows.append({"claim": key, "statement": statement, "test": TESTS[key].replace("LGMRec", focal_label)
+                     if key == "C1" else TESTS[key]})
+    return pd.DataFrame(rows).set_index("claim")
 
 
-def definitions_table() -> Table:
-    return Table(claim_definitions(), "claims-definitions", caption="The claims and how each is tested")
+def definitions_table(ctx: BookContext | None = None) -> Table:
+    label = ctx.focal_label if ctx is not None else "LGMRec"
+    return Table(claim_definitions(label), "claims-definitions", caption="The claims and how each is tested")
 
 
 __all__ = ["CLAIMS", "ClaimResult", "claim_definitions", "claim_tables", "compute_claims", "definitions_table",

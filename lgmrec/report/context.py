@@ -79,6 +79,15 @@ class BookContext:
             )
         return context
 
+    @property
+    def focal(self) -> str:
+        """The model the book's claims are about (``Profile.focal_model``: LGMRec unless a profile says)."""
+        return self.profile.focal_model
+
+    @property
+    def focal_label(self) -> str:
+        return model_labels().get(self.focal, self.focal)
+
     @cached_property
     def records(self) -> pd.DataFrame:
         return self.store.load(self.profile.name)
@@ -185,9 +194,9 @@ def metrics_present(frame: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
     return [m for m in metrics if m in frame.columns]
 
 
-def is_reference(frame: pd.DataFrame) -> pd.Series:
-    """Rows of LGMRec's own (fixed) configuration, not the as-published variant."""
-    return (frame["model"] == REFERENCE_MODEL) & (frame.get("variant", REFERENCE_LABEL) != PUBLISHED_VARIANT)
+def is_reference(frame: pd.DataFrame, model: str = REFERENCE_MODEL) -> pd.Series:
+    """Rows of the focal model's own configuration (LGMRec's by default), not LGMRec's as-published variant."""
+    return (frame["model"] == model) & (frame.get("variant", REFERENCE_LABEL) != PUBLISHED_VARIANT)
 
 
 __all__ = ["BookContext", "DATA_LABELS", "MAIN_METRICS", "METRIC_LABELS", "PROFILE_ENV", "TABLE_METRICS",

@@ -15,25 +15,26 @@ from .display import DASH, NBSP, fmt_ci, fmt_num, fmt_p, fmt_pct, fmt_signed
 
 
 def overall_contrasts(ctx: BookContext, metrics=stats.TABLE_METRICS) -> pd.DataFrame:
-    """LGMRec minus each baseline, per dataset and metric: columns dataset, model, variant,
-    metric, baseline mean, LGMRec mean, contrast (a Contrast), plus Holm-adjusted p-values."""
+    """The focal model (LGMRec unless the profile names another) minus each baseline, per dataset and
+    metric: columns dataset, model, variant, metric, baseline mean, focal mean, contrast (a Contrast),
+    plus Holm-adjusted p-values."""
     key = ("overall_contrasts", tuple(metrics))
     if key in ctx.cache:
         return ctx.cache[key]
     runs = ctx.runs("overall")
     rows = []
     for dataset, part in runs.groupby("dataset", sort=False):
-        reference = part[is_reference(part)]
+        reference = part[is_reference(part, ctx.focal)]
         if reference.empty:
             continue
-        others = part[~is_reference(part) & (part["variant"] != PUBLISHED_VARIANT)]
+        others = part[~is_reference(part, ctx.focal) & (part["variant"] != PUBLISHED_VARIANT)]
         for (model, variant), other in order_rows(others).groupby(["model", "variant"], sort=False):
             for metric in metrics:
                 contrast = stats.paired_contrast(ctx.user_matrix(reference, metric), ctx.user_matrix(other, metric))
                 rows.append({"dataset": dataset, "model": model, "variant": variant, "metric": metric,
-                             "LGMRec mean": reference[metric].mean(), "baseline mean": other[metric].mean(),
+                             "focal mean": reference[metric].mean(), "baseline mean": other[metric].mean(),
                              "contrast": contrast})
-    table = pd.DataFrame(rows, columns=["dataset", "model", "variant", "metric", "LGMRec mean", "baseline mean",
+    table = pd.DataFrame(rows, columns=["dataset", "model", "variant", "metric", "focal mean", "baseline mean",
                                         "contrast"])
     table = adjust(table)
     ctx.cache[key] = table

@@ -77,7 +77,7 @@ def overall_figure(ctx: BookContext, metric: str = "recall@20"):
 
 
 def significance_tables(ctx: BookContext, metrics: Iterable[str] = MAIN_METRICS) -> Tables:
-    """Per dataset: LGMRec minus each baseline with 95 % intervals over users and over seeds,
+    """Per dataset: the focal model (LGMRec by default) minus each baseline with 95 % intervals over users and seeds,
     Wilcoxon p over users and exact Wilcoxon p over seeds (both Holm-adjusted per dataset and
     metric over the baselines), with the smallest attainable exact p."""
     table = overall_contrasts(ctx, TABLE_METRICS)
@@ -88,12 +88,12 @@ def significance_tables(ctx: BookContext, metrics: Iterable[str] = MAIN_METRICS)
         for row in part.to_dict("records"):
             cells = contrast_cells(row["contrast"], row["p users (Holm)"], row["p seeds (Holm)"])
             rows.append({"baseline": row["variant"], "metric": metric_label(row["metric"]),
-                         "LGMRec − baseline": cells["difference"], "95% CI users": cells["95% CI users"],
+                         f"{ctx.focal_label} − baseline": cells["difference"], "95% CI users": cells["95% CI users"],
                          "95% CI seeds": cells["95% CI seeds"], "p users (Holm)": cells["p users"],
                          "p seeds (Holm; min)": cells["p seeds (min)"], "MDE": cells["MDE"]})
         shown = pd.DataFrame(rows).set_index(["baseline", "metric"])
         first = part["contrast"].iloc[0]
-        caption = (f"{dataset}: LGMRec minus each baseline; {first.n_users} test users, {first.n_seeds} seeds "
+        caption = (f"{dataset}: {ctx.focal_label} minus each baseline; {first.n_users} test users, {first.n_seeds} seeds "
                    f"(smallest attainable exact Wilcoxon p over {first.n_seeds} seeds: {fmt_p(first.p_seeds_min)})")
         out.append(Table(shown, f"significance-{dataset}", caption=caption, data=contrast_numbers(part), note=MDE_NOTE))
     return out
@@ -103,11 +103,12 @@ def significance_tables(ctx: BookContext, metrics: Iterable[str] = MAIN_METRICS)
 
 
 def sparsity_models(ctx: BookContext, dataset: str, count: int = 2) -> list[str]:
-    """LGMRec and the ``count`` strongest baselines on a dataset (by mean Recall@20): variant labels."""
+    """The focal model and the ``count`` strongest baselines on a dataset (by mean Recall@20): variant labels."""
     runs = ctx.runs("overall")
     runs = runs[(runs["dataset"] == dataset) & (runs["variant"] != PUBLISHED_VARIANT)]
-    baselines = runs[~is_reference(runs)].groupby("variant")["recall@20"].mean().sort_values(ascending=False)
-    return ["LGMRec"] + list(baselines.index[:count])
+    focal = is_reference(runs, ctx.focal)
+    baselines = runs[~focal].groupby("variant")["recall@20"].mean().sort_values(ascending=False)
+    return list(dict.fromkeys(runs.loc[focal, "variant"])) + list(baselines.index[:count])
 
 
 def sparsity_frame(ctx: BookContext, edges: Iterable[int] | None = None, count: int = 2) -> pd.DataFrame:

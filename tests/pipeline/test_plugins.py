@@ -155,6 +155,19 @@ def test_a_plugin_goes_through_the_grid_with_notebooks_and_into_the_book(install
     for chapter in ("ablation", "sensitivity"):
         text = BeautifulSoup((html / f"{chapter}.html").read_text(), "html.parser").get_text(" ", strip=True)
         assert f"Not run : profile mine does not include the {chapter} experiment" in text, chapter
+    # the claims are the focal model's: C1 and C4 against the baselines (LGMRec among them), C2, C3 and
+    # C5 (LGMRec's ablation and published numbers) not run for it
+    claims = BeautifulSoup((html / "claims.html").read_text(), "html.parser")
+    text = claims.get_text(" ", strip=True)
+    assert "ToyMF's Recall@10/20 and NDCG@10/20 exceed every baseline's" in text
+    assert "ToyMF − strongest" in text and "beats: baselines whose every interval of ToyMF − baseline" in text
+    assert "the focal model ToyMF defines none" in text and "the published numbers are LGMRec's" in text
+    rows = [[cell.get_text(" ", strip=True) for cell in tr.find_all(["th", "td"])]
+            for tr in claims.select('div[data-table="claims-verdicts"] table tbody tr')]
+    c1 = next(row for row in rows if row[0].startswith("C1"))
+    assert c1[2] in ("supported", "contradicted", "inconclusive") and "over " in c1[3]
+    c1_table = claims.select_one('div[data-table="claim-c1-smoke-baby"]').get_text(" ", strip=True)
+    assert "LGMRec" in c1_table or "BPR" in c1_table  # the strongest baseline is one of the others
 
 
 def test_a_module_attribute_plugin_runs_in_notebook_workers_where_it_is_importable(tmp_path):
