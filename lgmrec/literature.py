@@ -69,13 +69,7 @@ def _fail(path: Path, row: int | None, problem: str) -> DataError:
 def read_sources(path: str | Path | None = None) -> pd.DataFrame:
     """The sources' order of publication, one row per ``source_id`` (validated)."""
     path = Path(path) if path is not None else _reference_path(SOURCES_FILE)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError) as error:
-        raise _fail(path, None, f"cannot be read ({error})") from None
-    missing = [c for c in SOURCE_COLUMNS if c not in table.columns]
-    if missing:
-        raise _fail(path, None, f"missing column(s) {', '.join(missing)}")
+    table = _read_table(path, SOURCE_COLUMNS)
     for i, row in table.iterrows():
         if not row["order"].isdigit():
             raise _fail(path, i + 2, f"order {row['order']!r} is not a whole number")
@@ -104,14 +98,20 @@ def _bundled_registry() -> pd.DataFrame:
     return _read_registry(_reference_path(REGISTRY_FILE), _reference_path(SOURCES_FILE))
 
 
-def _read_registry(path: Path, sources_path: Path) -> pd.DataFrame:
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV as strings, with a one-line error naming the file when it is unreadable or lacks a column."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError) as error:
         raise _fail(path, None, f"cannot be read ({error})") from None
-    missing = [c for c in REGISTRY_COLUMNS if c not in table.columns]
+    missing = [c for c in columns if c not in table.columns]
     if missing:
         raise _fail(path, None, f"missing column(s) {', '.join(missing)}")
+    return table
+
+
+def _read_registry(path: Path, sources_path: Path) -> pd.DataFrame:
+    table = _read_table(path, REGISTRY_COLUMNS)
     sources = read_sources(sources_path)
     known = set(sources["source_id"])
     values = []
