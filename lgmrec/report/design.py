@@ -41,7 +41,9 @@ def design_frame(ctx: BookContext) -> pd.DataFrame:
         relative = result.mde_relative
         scale = 100 / contrast.baseline if relative else 1.0
         margin = result.margin if relative else None
-        target = abs(margin) / scale if margin is not None else np.nan
+        # a design is sought for a claimed advantage only: a margin at or below 0 claims none over this baseline
+        target = margin / scale if margin is not None and margin > 0 else np.nan
+        wanted = bool(np.isfinite(target))
         family = dataset_family(result.dataset)
         n_real = real.get(family) if family else None
         at_real = power.mde(contrast, n_users=n_real) if n_real else None
@@ -49,12 +51,11 @@ def design_frame(ctx: BookContext) -> pd.DataFrame:
             "claim": f"{result.claim} {CLAIMS[result.claim][0]}", "dataset": result.dataset,
             "verdict": result.verdict, "in %": relative, "users": contrast.n_users, "seeds": contrast.n_seeds,
             "difference": contrast.estimate * scale, "MDE": result.mde, "paper's margin": margin,
-            "seeds needed": power.seeds_needed(contrast, target) if margin is not None else None,
-            "users needed": power.users_needed(contrast, target) if margin is not None else None,
+            "seeds needed": power.seeds_needed(contrast, target) if wanted else None,
+            "users needed": power.users_needed(contrast, target) if wanted else None,
             "real dataset": family or "", "real test users": n_real,
             "MDE at real users": at_real.rule * scale if at_real else np.nan,
-            "seeds needed at real users": (power.seeds_needed(contrast, target, n_real)
-                                           if margin is not None and n_real else None),
+            "seeds needed at real users": power.seeds_needed(contrast, target, n_real) if wanted and n_real else None,
             "real-data basis": ("real runs" if not ctx.synthetic else EXTRAPOLATION) if n_real else "",
         })
     return pd.DataFrame(rows)
@@ -78,18 +79,19 @@ def design_table(ctx: BookContext) -> Table:
     for row in frame.to_dict("records"):
         relative, margin = row["in %"], row["paper's margin"]
         margin = margin if margin is not None and np.isfinite(margin) else None
+        wanted = margin is not None and margin > 0  # a claimed advantage to design for
         shown.append({
             "claim": row["claim"], "dataset": row["dataset"], "verdict": row["verdict"],
             "design": f"{row['users']} users, {row['seeds']} seeds",
             "difference": _effect(row["difference"], relative), "MDE (80%)": _effect(row["MDE"], relative),
             "paper's margin": _effect(margin, True) if margin is not None else DASH,
-            "seeds needed (these users)": _count(row["seeds needed"], seeds=True) if margin is not None else DASH,
-            "users needed (these seeds)": _count(row["users needed"]) if margin is not None else DASH,
-            f"MDE at the real test users ({row['seeds']} seeds)": (
+            "seeds needed (these users)": _count(row["seeds needed"], seeds=True) if wanted else DASH,
+            "users needed (these seeds)": _count(row["users needed"]) if wanted else DASH,
+            "MDE at the real test users (these seeds)": (
                 f"{_effect(row['MDE at real users'], relative)} ({fmt_int(row['real test users'])} users)"
                 if row["real test users"] else DASH),
             "seeds needed at the real test users": (_count(row["seeds needed at real users"], seeds=True)
-                                                    if margin is not None and row["real test users"] else DASH),
+                                                    if wanted and row["real test users"] else DASH),
         })
     table = pd.DataFrame(shown).set_index(["claim", "dataset"]) if shown else pd.DataFrame()
     basis = EXTRAPOLATION if ctx.synthetic else "from this profile's runs on the released data"
@@ -98,7 +100,9 @@ def design_table(ctx: BookContext) -> Table:
                          "(80 % power at α = 0.05)",
                  note="MDE: the headline comparison's minimum detectable effect, in % of its baseline (absolute for C4). "
                       "Seeds and users needed: the fewest that bring the MDE down to the paper's margin, the other kept "
-                      "as run; 'none suffices' when the other's interval alone stays wider than the margin. Real test "
+                      "as run; 'none suffices' when the other's interval alone stays wider than the margin; '–' where "
+                      "the paper claims no advantage over that baseline (no margin, or its number below the "
+                      "baseline's published value). Real test "
                       f"users: the released dataset's users; those columns are {basis}.")
 
 
