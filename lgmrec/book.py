@@ -71,9 +71,14 @@ def mathjax_script() -> Path:
 
 
 def stage_book(destination: Path, source: Path | None = None) -> Path:
-    """Copy the book sources (without build outputs) and vendor MathJax into ``_static/``."""
+    """Copy the book sources (without build outputs) and vendor MathJax into ``_static/``; the
+    checkout's ``examples/`` go to ``_examples/`` (the tutorial page includes their files; a folder
+    whose name starts with "_" is not a page of the book)."""
     source = source or book_source()
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    examples = source.parent / "examples"
+    if examples.is_dir():
+        shutil.copytree(examples, destination / "_examples", ignore=shutil.ignore_patterns("*.egg-info", "build"))
     static = destination / "_static" / "mathjax"
     static.mkdir(parents=True, exist_ok=True)
     shutil.copy2(mathjax_script(), static / MATHJAX_FILE)
@@ -219,6 +224,16 @@ def notebooks_to_execute(staged: Path) -> list[Path]:
     return found
 
 
+def kernel_transport(sockets: Path, index: int) -> dict:
+    """The kernel manager's settings for one notebook's kernel: on POSIX, IPC transport (Unix
+    sockets under ``sockets``, named by ``index``), so that the kernel, reachable by this user
+    only, does not listen on TCP (and ipykernel does not warn, once per notebook, that TCP is
+    unencrypted); elsewhere jupyter_client's default (TCP on localhost)."""
+    if os.name != "posix":
+        return {}
+    return {"KernelManager": {"transport": "ipc", "ip": str(sockets / f"kernel-{index}")}}
+
+
 def execute_notebooks(paths: list[Path], env: dict, workers: int = 2,
                       timeout: int = NOTEBOOK_TIMEOUT_S) -> dict[str, float]:
     """Execute notebooks in place, ``workers`` kernels at a time, each in its own folder;
@@ -226,12 +241,16 @@ def execute_notebooks(paths: list[Path], env: dict, workers: int = 2,
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+    from traitlets.config import Config
 
-    async def run_one(path: Path, semaphore: asyncio.Semaphore) -> tuple[str, float]:
+    sockets = Path(tempfile.mkdtemp(prefix="lgmrec-kernels-"))  # short: a socket path has ~100 bytes
+
+    async def run_one(index: int, path: Path, semaphore: asyncio.Semaphore) -> tuple[str, float]:
         async with semaphore:
             notebook = nbformat.read(path, as_version=4)
             client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=False,
-                                    shutdown_kernel=KERNEL_SHUTDOWN, resources={"metadata": {"path": str(path.parent)}})
+                                    shutdown_kernel=KERNEL_SHUTDOWN, resources={"metadata": {"path": str(path.parent)}},
+                                    config=Config(kernel_transport(sockets, index)))
             start = time.perf_counter()
             try:
                 await client.async_execute(env=env)
@@ -244,9 +263,13 @@ def execute_notebooks(paths: list[Path], env: dict, workers: int = 2,
     async def run_all() -> list:
         semaphore = asyncio.Semaphore(max(1, workers))
         # every notebook runs to its end (no kernel is killed half-way); the first failure is raised
-        return await asyncio.gather(*(run_one(p, semaphore) for p in paths), return_exceptions=True)
+        return await asyncio.gather(*(run_one(i, p, semaphore) for i, p in enumerate(paths)),
+                                    return_exceptions=True)
 
-    results = asyncio.run(run_all())
+    try:
+        results = asyncio.run(run_all())
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -326,5 +349,5 @@ def build_book(
     return html
 
 
-__all__ = ["BookBuildError", "add_runs_appendix", "book_source", "build_book", "execute_notebooks", "mathjax_script",
-           "notebooks_to_execute", "stage_book", "toc_files"]
+__all__ = ["BookBuildError", "add_runs_appendix", "book_source", "build_book", "execute_notebooks",
+           "kernel_transport", "mathjax_script", "notebooks_to_execute", "stage_book", "toc_files"]

@@ -95,10 +95,25 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def _rounded(value: Any, digits: int) -> float:
+    """``value`` rounded to ``digits`` decimals, a negative value that rounds to zero as 0.0 (not -0.0)."""
+    return round(float(value), digits) + 0.0  # -0.0 + 0.0 is 0.0
+
+
 def fmt_num(value: Any, digits: int = 4) -> str:
     if is_missing(value):
         return DASH
-    return f"{float(value):.{digits}f}"
+    return f"{_rounded(value, digits):.{digits}f}"
+
+
+def fmt_short(value: Any, digits: int = 1) -> str:
+    """A number rounded to ``digits`` decimals without trailing zeros: 0.125, 13.5, 1024; never "-0"."""
+    if is_missing(value):
+        return DASH
+    if not math.isfinite(float(value)):
+        return str(float(value))
+    text = f"{_rounded(value, digits):.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def fmt_signed(value: Any, digits: int = 4) -> str:
@@ -271,5 +286,5 @@ def download_links(paths: Sequence[tuple[str, Path]]) -> Html:
 
 
 __all__ = ["DOWNLOADS_ENV", "Html", "Table", "Tables", "download_links", "escape", "fmt_ci", "fmt_int",
-           "fmt_mean_sd", "fmt_num", "fmt_p", "fmt_pct", "fmt_range", "fmt_signed", "fmt_value", "heading",
+           "fmt_mean_sd", "fmt_num", "fmt_p", "fmt_pct", "fmt_range", "fmt_short", "fmt_signed", "fmt_value", "heading",
            "integer_columns", "paragraph", "write_csv"]

@@ -12,7 +12,7 @@ from .. import stats
 from ..grids import PUBLISHED_VARIANT
 from .context import MAIN_METRICS, TABLE_METRICS, BookContext, is_reference, metric_label, metrics_present, order_rows
 from .contrasts import MDE_NOTE, contrast_cells, contrast_numbers, overall_contrasts
-from .display import Table, Tables, fmt_mean_sd, fmt_p
+from .display import Table, Tables, fmt_mean_sd, fmt_p, fmt_short
 
 
 def overall_summary(ctx: BookContext, metrics: Iterable[str] = TABLE_METRICS) -> pd.DataFrame:
@@ -192,11 +192,10 @@ def efficiency_tables(ctx: BookContext) -> Tables:
     out = Tables()
     for dataset, part in frame.groupby("dataset", sort=False):
         shown = part.drop(columns=["dataset"]).set_index("variant").rename_axis("model")
-        shown = shown.assign(**{"s / epoch": shown["s / epoch"].round(3), "s / eval": shown["s / eval"].round(3),
-                                "best epoch": shown["best epoch"].round(1), "epochs": shown["epochs"].round(1),
-                                "s / run": shown["s / run"].round(1), "peak MB": shown["peak MB"].round(0),
-                                "MB above start": shown["MB above start"].round(0)})
-        shown = shown.map(lambda v: f"{v:g}" if isinstance(v, float) and np.isfinite(v) else v)
+        digits = {"s / epoch": 3, "s / eval": 3, "best epoch": 1, "epochs": 1, "s / run": 1, "peak MB": 0,
+                  "MB above start": 0}
+        shown = shown.assign(**{column: shown[column].map(lambda v, d=d: fmt_short(v, d)).astype(object)
+                                for column, d in digits.items()})
         out.append(Table(shown, f"efficiency-{dataset}", data=part,
                          caption=f"{dataset}: parameters, median seconds per training epoch and per evaluation, "
                                  f"mean best epoch / epochs run / seconds per run, memory (MB)"))

@@ -8,7 +8,7 @@ import pytest
 
 from lgmrec.grids import ABLATIONS, PROFILES, point_label
 from lgmrec.report import BookContext, Table, overall_tables, runs_tables, tidy_runs
-from lgmrec.report.display import fmt_ci, fmt_p, fmt_value, integer_columns
+from lgmrec.report.display import fmt_ci, fmt_num, fmt_p, fmt_short, fmt_value, integer_columns
 from lgmrec.report.methods import ended_by, stopping_frame
 from lgmrec.report.runs import sparkline
 from lgmrec.stats import mean_std
@@ -26,6 +26,14 @@ def test_formats():
     assert fmt_ci(-0.01, 0.02) == "[−0.0100,\u00a0+0.0200]"
     frame = integer_columns(pd.DataFrame({"hyper_num": [64.0, 2.0, None], "alpha": [0.5, 1.0, 0.0]}))
     assert str(frame["hyper_num"].dtype) == "Int64" and frame["alpha"].dtype == float
+
+
+def test_a_value_that_rounds_to_zero_prints_without_a_sign():
+    # the Efficiency table's "MB above start" of a run that ended below its start read "-0"
+    assert fmt_short(-0.3, 0) == "0" and fmt_short(-0.0, 0) == "0" and fmt_short(-0.04, 1) == "0"
+    assert fmt_num(-0.00001, 4) == "0.0000" and fmt_num(-0.0, 2) == "0.00"
+    assert fmt_short(-0.6, 0) == "-1" and fmt_short(0.125, 3) == "0.125" and fmt_short(13.50, 1) == "13.5"
+    assert fmt_short(1024.0, 0) == "1024" and fmt_short(2.0, 3) == "2" and fmt_short(None) == "–"
 
 
 def test_a_table_shows_every_row_and_writes_its_csv(tmp_path, monkeypatch):
