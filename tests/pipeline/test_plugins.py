@@ -1,7 +1,8 @@
 """Plug-in models (lgmrec.models.plugins): a package of one's own, built into a wheel and installed
-into a site folder of its own (tests/fixtures/plugin_pkg: ToyMF under the entry point group
-``lgmrec.models``), goes through the grid (local executor, papermill notebooks) and the book like a
-built-in model; a malformed plug-in stops with one line naming it and the problem, exit code 2.
+into a site folder of its own (examples/toymf, the package of the book's tutorial: ToyMF under the
+entry point group ``lgmrec.models``; tests/fixtures/broken_plugin: plug-ins that break the contract),
+goes through the grid (local executor, papermill notebooks) and the book like a built-in model; a
+malformed plug-in stops with one line naming it and the problem, exit code 2.
 
 The site folder reaches the grid's worker processes and notebook kernels through ``PYTHONPATH``,
 as an installation into the environment would; in this process it is put on ``sys.path``.
@@ -27,23 +28,26 @@ from lgmrec.models.plugins import PluginError, check_plugin
 from lgmrec.resolve import resolve_run
 from lgmrec.results import ResultStore
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "plugin_pkg"
+ROOT = Path(__file__).resolve().parent.parent.parent
+TUTORIAL = ROOT / "examples" / "toymf"  # the package of the book's page "Benchmark your model"
+BROKEN = ROOT / "tests" / "fixtures" / "broken_plugin"
 
 
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory) -> Path:
-    """The fixture package built into a wheel (setuptools' PEP 517 backend, from a copy: the build
-    writes into its source folder) and installed, i.e. unpacked, into a site folder."""
+    """The tutorial's package and the broken plug-ins, each built into a wheel (setuptools' PEP 517
+    backend, from a copy: the build writes into its source folder) and installed, i.e. unpacked,
+    into one site folder."""
     root = tmp_path_factory.mktemp("plugin")
-    source = shutil.copytree(FIXTURE, root / "source")
-    build = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
-    proc = subprocess.run([sys.executable, "-c", build, str(root / "wheel")], cwd=source, capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    wheel = root / "wheel" / proc.stdout.strip().splitlines()[-1]
     site = root / "site"
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(site)
+    for package in (TUTORIAL, BROKEN):
+        source = shutil.copytree(package, root / package.name)
+        build = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
+        proc = subprocess.run([sys.executable, "-c", build, str(root / "wheel")], cwd=source, capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with zipfile.ZipFile(root / "wheel" / proc.stdout.strip().splitlines()[-1]) as archive:
+            archive.extractall(site)
     assert (site / "lgmrec_toy_plugin-0.1.0.dist-info" / "entry_points.txt").is_file()
     return site
 
@@ -96,7 +100,7 @@ def test_the_check_builds_the_model_and_keeps_the_callers_random_state(installed
     import torch
 
     from lgmrec_toy_plugin import SPEC
-    from lgmrec_toy_plugin.broken import BAD_SHAPE
+    from lgmrec_broken_plugin import BAD_SHAPE
 
     torch.manual_seed(5)
     expected = torch.rand(3)
@@ -152,6 +156,10 @@ def test_a_plugin_goes_through_the_grid_with_notebooks_and_into_the_book(install
     assert table_labels(html, "runs/smoke-baby", "runs-smoke-baby-error_rates") == {"ToyMF"}
     assert (html / "runs" / "smoke-baby" / "toymf-overall.html").is_file()
     assert "ModelSpec" in (html / "plugins.html").read_text()  # the contract's page
+    tutorial = BeautifulSoup((html / "benchmark_your_model.html").read_text(), "html.parser").get_text()
+    # the tutorial shows this very package's files (included when the book is built, not copied)
+    assert "class ToyMF(Recommender)" in tutorial and 'toymf = "lgmrec_toy_plugin:SPEC"' in tutorial
+    assert 'focal_model = "toymf"' in tutorial
     for chapter in ("ablation", "sensitivity"):
         text = BeautifulSoup((html / f"{chapter}.html").read_text(), "html.parser").get_text(" ", strip=True)
         assert f"Not run : profile mine does not include the {chapter} experiment" in text, chapter
@@ -175,13 +183,13 @@ def test_a_module_attribute_plugin_runs_in_notebook_workers_where_it_is_importab
     path = write_profile(tmp_path, "by-reference", ["lgmrec_toy_plugin:SPEC"], focal_model="lgmrec_toy_plugin:SPEC",
                          seeds=[999], experiments=["overall"])
     results = tmp_path / "results"
-    proc = lgmrec("grid", "--profile", str(path), "--results", str(results), env=with_path(FIXTURE))
+    proc = lgmrec("grid", "--profile", str(path), "--results", str(results), env=with_path(TUTORIAL))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (results / "by-reference" / "smoke-baby" / "toymf" / "overall.ipynb").is_file()
     assert len(list((results / "by-reference" / "smoke-baby" / "toymf").glob("*-seed999.json"))) == 1
     # without notebooks the workers get the Profile object itself, and load its plug-in from it
     plain = tmp_path / "plain"
-    proc = lgmrec("grid", "--profile", str(path), "--results", str(plain), "--no-notebooks", env=with_path(FIXTURE))
+    proc = lgmrec("grid", "--profile", str(path), "--results", str(plain), "--no-notebooks", env=with_path(TUTORIAL))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [p.name for p in (plain / "by-reference" / "smoke-baby" / "toymf").glob("*-seed999.json")] == \
         [p.name for p in (results / "by-reference" / "smoke-baby" / "toymf").glob("*-seed999.json")]
@@ -195,11 +203,12 @@ def test_a_module_attribute_plugin_runs_in_notebook_workers_where_it_is_importab
 
 
 @pytest.mark.parametrize("reference, problem", [
-    ("lgmrec_toy_plugin.broken:NO_LOSS", "NoLoss does not implement loss()"),
-    ("lgmrec_toy_plugin.broken:BAD_SHAPE", "score() gave shape (3, 5) for 3 users x 4 items, expected (users, items)"),
-    ("lgmrec_toy_plugin.broken:NOT_A_SPEC", "is a dict, not an lgmrec.models.ModelSpec"),
-    ("lgmrec_toy_plugin.broken_import:SPEC", "cannot import lgmrec_toy_plugin.broken_import: ModuleNotFoundError: "
-                                             "No module named 'lgmrec_toy_plugin_missing_dependency'"),
+    ("lgmrec_broken_plugin:NO_LOSS", "NoLoss does not implement loss()"),
+    ("lgmrec_broken_plugin:BAD_SHAPE", "score() gave shape (3, 5) for 3 users x 4 items, expected (users, items)"),
+    ("lgmrec_broken_plugin:NOT_A_SPEC", "is a dict, not an lgmrec.models.ModelSpec"),
+    ("lgmrec_broken_plugin.broken_import:SPEC", "cannot import lgmrec_broken_plugin.broken_import: "
+                                                "ModuleNotFoundError: No module named "
+                                                "'lgmrec_toy_plugin_missing_dependency'"),
     ("lgmrec_toy_plugin:NO_SUCH_SPEC", "module lgmrec_toy_plugin has no attribute 'NO_SUCH_SPEC'"),
 ])
 def test_a_malformed_plugin_in_a_profile_is_one_line_and_exit_2(plugin_site, tmp_path, reference, problem):
@@ -216,7 +225,7 @@ def test_a_malformed_installed_plugin_is_one_line_and_exit_2(plugin_site, tmp_pa
     proc = lgmrec("train", "--model", "toy-bad-shape", "--data", "smoke-baby", "--profile", "smoke",
                   "--output", str(output), "--quiet", env=with_path(plugin_site))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert ("error: plug-in entry point 'toy-bad-shape' (lgmrec_toy_plugin.broken:BAD_SHAPE): score() gave shape "
+    assert ("error: plug-in entry point 'toy-bad-shape' (lgmrec_broken_plugin:BAD_SHAPE): score() gave shape "
             "(3, 5)") in proc.stderr
     assert not output.exists()
     # the good one next to it trains

@@ -250,8 +250,9 @@ def test_same_config_and_seed_in_two_processes_gives_the_same_metrics(tiny_folde
 
 def test_loader_gives_one_row_per_run_with_metric_columns(smoke_results):
     table = smoke_results.load("smoke")
-    # overall 12 (tuning grids' seed-999 runs included), tuning 12, ablation 16 + sensitivity 8 of their own
-    assert len(table) == 12 + 12 - 4 + 16 + 8
+    # overall 12 (tuning grids' seed-999 runs included), tuning 12, ablation 16 + sensitivity 8 of their own,
+    # error rates 16 (LightGCN and its planted variant, 4 seeds of their own, 2 datasets)
+    assert len(table) == 12 + 12 - 4 + 16 + 8 + 16
     for column in ("recall@20", "ndcg@20", "recall@10", "valid_recall@20", "n_parameters",
                    "train_seconds_per_epoch", "peak_memory_mb", "code_version", "data_kind"):
         assert column in table.columns, column
