@@ -337,12 +337,16 @@ def build_book(
             sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
             "build", str(staged), "--path-output", str(output), "--builder", "html", "-W", "-n",
         ]
-        completed = subprocess.run(command, env=env, text=True,
-                                   stdout=subprocess.PIPE if quiet else None,
-                                   stderr=subprocess.STDOUT if quiet else None)
+        # Sphinx's progress (hundreds of lines: its configuration, every page and image) is kept in a
+        # log file, not printed: the console says what was built, or why it failed
+        completed = subprocess.run(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = output / "jupyter-book.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(completed.stdout or "")
     if completed.returncode != 0:
-        tail = (completed.stdout or "")[-4000:] if quiet else "(see the output above)"
-        raise BookBuildError(f"jupyter-book build failed with exit code {completed.returncode}: {tail}")
+        tail = (completed.stdout or "")[-4000:]
+        raise BookBuildError(f"jupyter-book build failed with exit code {completed.returncode} (whole log: {log}): "
+                             f"{tail}")
     html = output / "_build" / "html"
     if not (html / "index.html").is_file():
         raise BookBuildError(f"{html}: jupyter-book reported success but wrote no index.html")
