@@ -10,22 +10,26 @@ or from a top-K where ties or NaN leave the count ambiguous; the same hits eithe
 
 The trainer's per-epoch validation (:func:`validate`) computes only what early stopping reads, the
 validation Recall@20, and that without a top-K; the other metrics (kept in the record for the best
-epoch) are completed from the same scores only at epochs that improve. The numbers are
-:func:`evaluate`'s, bit for bit.
+epoch) are completed from the same scores only for the epoch that the run reports. Likewise the
+test pass at an improving epoch (:func:`score_split`) only scores the users and keeps the masked
+scores: the metrics are computed once, for the best epoch, when the run ends; and a model whose
+evaluation forward pass is a pure function of its state (``Recommender.pure_eval_forward``) is not
+run again for it: the validation pass's embeddings are scored. The numbers are :func:`evaluate`'s,
+bit for bit.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .data import InteractionData
-from .models.base import Recommender
+from .models.base import Embeddings, Recommender
 
 
 @dataclass
@@ -97,11 +101,16 @@ def split_batches(data: InteractionData, split: str, batch_users: int, device: t
     return cache[key]
 
 
-def _batch_scores(model: Recommender, data: InteractionData, split: str, batch_users: int):
+def _batch_scores(model: Recommender, data: InteractionData, split: str, batch_users: int,
+                  embeddings: Embeddings | None = None):
     """(batch, its masked score matrix) for every batch of the split's users, in order: the model's
-    forward pass once, or (LGMRec's official evaluation) afresh before every batch."""
+    forward pass once (or the given ``embeddings``), or (LGMRec's official evaluation) afresh
+    before every batch."""
     device = next(iter(model.buffers()), next(model.parameters())).device
-    embeddings = None if model.forward_per_eval_batch else model()
+    if model.forward_per_eval_batch:
+        embeddings = None
+    elif embeddings is None:
+        embeddings = model()
     for batch in split_batches(data, split, batch_users, device):
         if model.forward_per_eval_batch:
             embeddings = model()  # the official LGMRec evaluation: a fresh stochastic pass per batch
@@ -128,7 +137,7 @@ def _heldout_ranks(batch: EvalBatch, scores: torch.Tensor, n_items: int):
     included) of every held-out pair of the batch, in the order of its keys (user by user)."""
     rows, items = batch.heldout_keys // n_items, batch.heldout_keys % n_items
     own = scores[rows, items]
-    row_scores = scores[rows]
+    row_scores = scores.index_select(0, rows)  # the rows gathered, as scores[rows] (~5x faster)
     return rows, (row_scores > own[:, None]).sum(dim=1), (row_scores == own[:, None]).sum(dim=1)
 
 
@@ -142,11 +151,18 @@ def ranked_hits(batch: EvalBatch, scores: torch.Tensor, n_items: int, width: int
         return None
     rows, higher, tied = _heldout_ranks(batch, scores, n_items)
     inside = higher < width
-    if bool((inside & (tied > 1)).any()) or bool(torch.isnan(scores).any()):
+    if bool((inside & (tied > 1)).any()) or may_hold_nan(scores):
         return None
     hits = torch.zeros(len(batch.users), width, dtype=torch.bool, device=scores.device)
     hits[rows[inside], higher[inside]] = True
     return hits
+
+
+def may_hold_nan(scores: torch.Tensor) -> bool:
+    """False only if no score is NaN: their sum is NaN whenever one is (and also when +inf and -inf
+    both occur, or the sum overflows: then the caller takes its slower, always exact path). One
+    reduction instead of ``isnan(scores).any()`` (800 x 400 scores: ~25 against ~340 us)."""
+    return bool(torch.isnan(scores.sum()))
 
 
 def _batch_metrics(batch: EvalBatch, scores: torch.Tensor, n_items: int, topk: tuple[int, ...]) -> dict[str, torch.Tensor]:
@@ -169,7 +185,91 @@ def _assemble(batches: list[EvalBatch], per_batch: list[dict[str, torch.Tensor]]
     return EvalResult(means, {"user": users, **arrays}, seconds)
 
 
+#: Most score entries (users x items) that a pass keeps for computing its metrics later (the
+#: validation's other metrics, a test pass's); above, every pass computes them at once.
+KEEP_SCORES_MAX = 1 << 24
+
+
+class _Kept:
+    """An evaluation pass's batches and, per batch, its masked scores (metrics not yet computed) or,
+    once the kept entries would pass :data:`KEEP_SCORES_MAX`, its metrics."""
+
+    def __init__(self, data: InteractionData, topk: tuple[int, ...], keep: bool = True):
+        self.data, self.topk, self.keep = data, topk, keep
+        self.batches: list[EvalBatch] = []
+        self.parts: list[torch.Tensor | dict[str, torch.Tensor]] = []
+        self.entries = 0
+
+    def add(self, batch: EvalBatch, scores: torch.Tensor) -> None:
+        self.batches.append(batch)
+        self.entries += scores.numel()
+        if self.keep and self.entries > KEEP_SCORES_MAX:  # too large to keep: every metric now
+            self.keep = False
+            self.parts = [self._metrics(b, part) for b, part in zip(self.batches, self.parts)]
+        self.parts.append(scores if self.keep else _batch_metrics(batch, scores, self.data.n_items, self.topk))
+
+    def _metrics(self, batch: EvalBatch, part) -> dict[str, torch.Tensor]:
+        return part if isinstance(part, dict) else _batch_metrics(batch, part, self.data.n_items, self.topk)
+
+    def result(self, seconds: float) -> EvalResult:
+        return _assemble(self.batches, [self._metrics(b, part) for b, part in zip(self.batches, self.parts)], seconds)
+
+
+@dataclass
+class ScoredSplit:
+    """An evaluation pass that has scored its users; :meth:`result` computes the metrics (once):
+    :func:`evaluate`'s, bit for bit. ``embeddings``: the pass's embeddings where another pass
+    at the same state may score with them (``Recommender.pure_eval_forward``), else None."""
+
+    seconds: float
+    embeddings: Embeddings | None
+    _kept: _Kept
+    _result: EvalResult | None = None
+
+    def result(self) -> EvalResult:
+        if self._result is None:
+            start = time.perf_counter()
+            self._result = self._kept.result(self.seconds)
+            self._result.seconds += time.perf_counter() - start
+            self._kept = None  # the scores are no longer needed
+        return self._result
+
+
+def _pass_embeddings(model: Recommender, embeddings: Embeddings | None) -> Embeddings | None:
+    """The embeddings an evaluation pass scores with (None: the forward pass runs per batch), from
+    ``embeddings`` where given and the model's evaluation forward pass is pure."""
+    if model.forward_per_eval_batch:
+        return None
+    if embeddings is not None and model.pure_eval_forward:
+        return embeddings
+    return model()
+
+
 @torch.no_grad()
+def score_split(
+    model: Recommender,
+    data: InteractionData,
+    split: str,
+    topk: tuple[int, ...] = (5, 10, 20, 50),
+    batch_users: int = 4096,
+    embeddings: Embeddings | None = None,
+) -> ScoredSplit:
+    """:func:`evaluate` up to the metrics: the split's users are scored now and the masked scores
+    kept (up to :data:`KEEP_SCORES_MAX` entries; beyond, the metrics are computed now); the metrics
+    when :meth:`ScoredSplit.result` asks for them. ``embeddings`` (of another pass at this very
+    state) are scored instead of running the forward pass again where the model's evaluation
+    forward pass is pure (``Recommender.pure_eval_forward``)."""
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    embeddings = _pass_embeddings(model, embeddings)
+    kept = _Kept(data, topk)
+    for batch, scores in _batch_scores(model, data, split, batch_users, embeddings):
+        kept.add(batch, scores)
+    model.train(was_training)
+    return ScoredSplit(time.perf_counter() - start, embeddings if model.pure_eval_forward else None, kept)
+
+
 def evaluate(
     model: Recommender,
     data: InteractionData,
@@ -178,20 +278,7 @@ def evaluate(
     batch_users: int = 4096,
 ) -> EvalResult:
     """Rank all items for the split's users, mask training items, return metrics."""
-    start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    batches, per_batch = [], []
-    for batch, scores in _batch_scores(model, data, split, batch_users):
-        batches.append(batch)
-        per_batch.append(_batch_metrics(batch, scores, data.n_items, topk))
-    model.train(was_training)
-    return _assemble(batches, per_batch, time.perf_counter() - start)
-
-
-#: Most score entries (users x items) that :func:`validate` keeps for completing its metrics later;
-#: above, every pass computes them all at once (as :func:`evaluate`).
-KEEP_SCORES_MAX = 1 << 24
+    return score_split(model, data, split, topk, batch_users).result()
 
 
 def recall_at_k_if_unambiguous(batch: EvalBatch, scores: torch.Tensor, n_items: int, k: int) -> torch.Tensor | None:
@@ -203,7 +290,7 @@ def recall_at_k_if_unambiguous(batch: EvalBatch, scores: torch.Tensor, n_items: 
     if k > n_items or not len(batch.heldout_keys):
         return None
     _, higher, tied = _heldout_ranks(batch, scores, n_items)
-    if bool(((higher < k) & (higher + tied > k)).any()) or bool(torch.isnan(scores).any()):
+    if bool(((higher < k) & (higher + tied > k)).any()) or may_hold_nan(scores):
         return None
     # hits per user: segment sums over the held-out pairs, which come user by user (sorted keys);
     # integer cumulative sums, not index_add_ (flagged nondeterministic on CUDA)
@@ -214,19 +301,11 @@ def recall_at_k_if_unambiguous(batch: EvalBatch, scores: torch.Tensor, n_items: 
 
 
 @dataclass
-class Validation:
+class Validation(ScoredSplit):
     """One validation pass as early stopping reads it: the mean of ``metric`` (``score``); the pass's
     other metrics (:meth:`result`, :func:`evaluate`'s bit for bit) are computed when asked for."""
 
-    score: float
-    seconds: float
-    _complete: "Callable[[], EvalResult]"
-    _result: EvalResult | None = None
-
-    def result(self) -> EvalResult:
-        if self._result is None:
-            self._result = self._complete()
-        return self._result
+    score: float = math.nan
 
 
 @torch.no_grad()
@@ -249,31 +328,16 @@ def validate(
     start = time.perf_counter()
     was_training = model.training
     model.eval()
+    embeddings = _pass_embeddings(model, None)
     name, _, k = metric.partition("@")
-    keep, kept_entries = name == "recall", 0
-    batches, kept, values = [], [], []
-    for batch, scores in _batch_scores(model, data, split, batch_users):
-        batches.append(batch)
-        kept_entries += scores.numel()
-        if keep and kept_entries > KEEP_SCORES_MAX:  # too large to keep: every metric now
-            keep = False
-            kept = [part if isinstance(part, dict) else _batch_metrics(b, part, data.n_items, topk)
-                    for b, part in zip(batches, kept)]
-        recall = recall_at_k_if_unambiguous(batch, scores, data.n_items, int(k)) if keep else None
+    kept, values = _Kept(data, topk, keep=name == "recall"), []
+    for batch, scores in _batch_scores(model, data, split, batch_users, embeddings):
+        kept.add(batch, scores)
+        recall = recall_at_k_if_unambiguous(batch, scores, data.n_items, int(k)) if kept.keep else None
         if recall is None:
-            kept.append(_batch_metrics(batch, scores, data.n_items, topk))
-            recall = kept[-1][metric]
-        else:
-            kept.append(scores)
+            kept.parts[-1] = kept._metrics(batch, kept.parts[-1])
+            recall = kept.parts[-1][metric]
         values.append(recall)
     model.train(was_training)
     score = float(torch.cat(values).numpy().astype(np.float64).mean())
-
-    def complete() -> EvalResult:
-        per_batch = [part if isinstance(part, dict) else _batch_metrics(batch, part, data.n_items, topk)
-                     for batch, part in zip(batches, kept)]
-        return _assemble(batches, per_batch, seconds)
-
-    seconds = time.perf_counter() - start
-    return Validation(score, seconds, complete)
-
+    return Validation(time.perf_counter() - start, embeddings if model.pure_eval_forward else None, kept, score=score)

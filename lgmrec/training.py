@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .config import TrainConfig, asdict
 from .data import InteractionData
-from .evaluation import evaluate, validate
+from .evaluation import score_split, validate
 from .errors import LGMRecError
 from .models import get_model_spec
 from .models.base import Recommender
@@ -241,6 +241,19 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 
 def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResult, device, quiet) -> None:
+    """Train until early stopping; the best epoch's validation and test passes are kept as scores and
+    their metrics computed once, at the end (also when the run diverges): only they are reported."""
+    best: list = []  # [validation, test pass] of the best epoch so far
+    try:
+        _train_epochs(model, data, cfg, generator, result, device, quiet, best)
+    finally:
+        if best:
+            valid, test = best[0].result(), best[1].result()
+            result.valid, result.test, result.per_user = valid.means, test.means, test.per_user
+
+
+def _train_epochs(model: Recommender, data, cfg: TrainConfig, generator, result: RunResult, device, quiet,
+                  best: list) -> None:
     optimizer = make_optimizer(model, cfg)
     sampler = NegativeSampler(data)
     train_pairs = torch.from_numpy(data.splits["train"])
@@ -270,7 +283,7 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
             total_loss += loss.item()
         epoch_seconds.append(time.perf_counter() - start)
 
-        valid = validate(model, data, cfg.valid_metric, cfg.topk, cfg.eval_batch_users)  # the rest when improved
+        valid = validate(model, data, cfg.valid_metric, cfg.topk, cfg.eval_batch_users)  # other metrics: at the end
         eval_seconds.append(valid.seconds)
         score = valid.score
         result.history.append(
@@ -279,9 +292,10 @@ def _fit(model: Recommender, data, cfg: TrainConfig, generator, result: RunResul
         result.epochs_run = epoch
         if round(score, cfg.stopping_decimals) > round(best_score, cfg.stopping_decimals):
             best_score, stale_epochs = score, 0
-            test = evaluate(model, data, "test", cfg.topk, cfg.eval_batch_users)
-            result.best_epoch, result.valid, result.test = epoch, valid.result().means, test.means
-            result.per_user = test.per_user
+            # the test users scored now (with the validation's embeddings where the model allows),
+            # the metrics of both passes when the run ends
+            test = score_split(model, data, "test", cfg.topk, cfg.eval_batch_users, valid.embeddings)
+            result.best_epoch, best[:] = epoch, [valid, test]
         else:
             stale_epochs += 1
         progress.update()

@@ -32,10 +32,10 @@ def test_same_seed_same_metrics_and_training_helps(tiny_data, model):
 def test_early_stopping_and_best_epoch_test_metrics(tiny_data, monkeypatch):
     import lgmrec.training as training
 
-    calls = []  # (split, metrics) of every evaluation, in order
+    calls = []  # (split, pass) of every evaluation pass, in order
 
     def spy(model, data, split, *args, **kwargs):
-        result = real_evaluate(model, data, split, *args, **kwargs)
+        result = real_score_split(model, data, split, *args, **kwargs)
         calls.append((split, result))
         return result
 
@@ -44,8 +44,8 @@ def test_early_stopping_and_best_epoch_test_metrics(tiny_data, monkeypatch):
         calls.append(("valid", result))
         return result
 
-    real_evaluate, real_validate = training.evaluate, training.validate
-    monkeypatch.setattr(training, "evaluate", spy)
+    real_score_split, real_validate = training.score_split, training.validate
+    monkeypatch.setattr(training, "score_split", spy)
     monkeypatch.setattr(training, "validate", spy_validate)
     config = TrainConfig(max_epochs=200, patience=3, batch_size=512, device="cpu")
     result = train_model(tiny_data, "bpr", train_config=config, seed=1, overrides={"embedding_dim": 8})
@@ -56,14 +56,41 @@ def test_early_stopping_and_best_epoch_test_metrics(tiny_data, monkeypatch):
     # stopped on the (patience + 1)-th epoch without a strict improvement, long before the cap
     assert result.epochs_run == result.best_epoch + config.patience + 1 < config.max_epochs
     assert all(score <= scores[best] for score in scores[best + 1:])
-    # the reported test metrics are those evaluated right after the best epoch's validation
+    # the reported test metrics are those of the test pass right after the best epoch's validation
     valid_calls = [i for i, (split, _) in enumerate(calls) if split == "valid"]
     assert calls[valid_calls[best]][1].result().means == result.valid  # the best epoch's every metric
     after_best = calls[valid_calls[best] + 1]
-    assert after_best[0] == "test" and after_best[1].means == result.test
-    assert np.array_equal(after_best[1].per_user["recall@20"], result.per_user["recall@20"])
-    later_tests = [r.means for split, r in calls[valid_calls[best] + 2:] if split == "test"]
-    assert later_tests == []  # no test evaluation after the best epoch: nothing else to report
+    assert after_best[0] == "test" and after_best[1].result().means == result.test
+    assert np.array_equal(after_best[1].result().per_user["recall@20"], result.per_user["recall@20"])
+    later_tests = [r for split, r in calls[valid_calls[best] + 2:] if split == "test"]
+    assert later_tests == []  # no test pass after the best epoch: nothing else to report
+    # one test pass per improving epoch; BPR's evaluation forward is pure: it scored the validation's embeddings
+    tests = [(i, r) for i, (split, r) in enumerate(calls) if split == "test"]
+    assert len(tests) == sum(s > max(scores[:e], default=-1.0) for e, s in enumerate(scores))
+    assert all(r.embeddings is calls[i - 1][1].embeddings is not None for i, r in tests)
+
+
+def test_deferred_metrics_are_those_computed_at_once(tiny_data):
+    """Metrics of a pass computed when asked for (the trainer asks at the end of the run) are
+    evaluate()'s at that moment, bit for bit, with or without the validation's embeddings."""
+    from lgmrec.evaluation import evaluate, score_split, validate
+    from lgmrec.models import get_model_spec
+
+    for name in ("bpr", "lgmrec"):
+        spec = get_model_spec(name)
+        model = spec.build(tiny_data, spec.config_class(embedding_dim=8))
+        torch.manual_seed(3)
+        expected = evaluate(model, tiny_data, "test")
+        torch.manual_seed(3)
+        valid = validate(model, tiny_data)
+        torch.manual_seed(3)
+        pending = score_split(model, tiny_data, "test", embeddings=valid.embeddings)
+        torch.manual_seed(4)
+        model.user_embedding.data.add_(1.0)  # later training changes nothing in what was scored
+        got = pending.result()
+        assert got.means == expected.means
+        assert all(np.array_equal(got.per_user[k], expected.per_user[k]) for k in expected.per_user)
+        assert (valid.embeddings is not None) == (name == "bpr")  # LGMRec's official evaluation draws noise
 
 
 def test_model_training_defaults_and_learning_rate_decay(tiny_data):

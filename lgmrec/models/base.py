@@ -32,6 +32,12 @@ class Recommender(nn.Module):
     #: When True the evaluator calls ``forward()`` again for every batch of evaluated users
     #: (the official LGMRec evaluation, whose forward pass is stochastic). Otherwise once per pass.
     forward_per_eval_batch: bool = False
+    #: True when ``forward()`` in eval mode is a pure function of the model's state: it draws no
+    #: random numbers and changes nothing, so a second pass before the next training step would give
+    #: the same embeddings. The trainer's test pass at an improving epoch then scores the validation
+    #: pass's embeddings instead of running ``forward()`` again (the same bits, one pass less). Every
+    #: built-in model but LGMRec's official evaluation says True (tests/models/test_pure_eval.py).
+    pure_eval_forward: bool = False
 
     def forward(self) -> Embeddings:  # pragma: no cover - abstract
         raise NotImplementedError

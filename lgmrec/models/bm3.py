@@ -100,6 +100,8 @@ def row_dropout(rows: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class BM3(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

@@ -32,6 +32,8 @@ class BPRConfig:
 
 
 class BPR(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(self, n_users: int, n_items: int, embedding_dim: int = 64, reg_weight: float = 1e-4):
         super().__init__()
         self.n_users, self.n_items = n_users, n_items

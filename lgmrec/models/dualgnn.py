@@ -239,6 +239,8 @@ class ModalityGCN(nn.Module):
 
 
 class DualGNN(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

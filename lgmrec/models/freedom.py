@@ -123,6 +123,8 @@ def symmetric_lightgcn(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int
 
 
 class FREEDOM(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

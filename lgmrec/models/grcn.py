@@ -233,6 +233,8 @@ def interaction_pattern(interactions: sp.spmatrix) -> dict[str, torch.Tensor]:
 
 
 class GRCN(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

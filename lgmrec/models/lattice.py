@@ -137,6 +137,8 @@ class ItemGraph(NamedTuple):
 
 
 class LATTICE(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

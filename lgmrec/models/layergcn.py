@@ -105,6 +105,8 @@ def layer_refined_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layer
 
 
 class LayerGCN(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

@@ -185,6 +185,7 @@ class LGMRec(Recommender):
         self.config = config
         self.modalities = list(features)
         self.forward_per_eval_batch = config.eval_mode == "official"
+        self.pure_eval_forward = config.eval_mode == "deterministic"  # no Gumbel noise at evaluation
         for name, matrix in (("interactions", interactions), ("norm_adjacency", norm_adjacency)):
             self.register_buffer(name, matrix, persistent=False)
         ones = torch.ones(n_items, 1, dtype=interactions.dtype, device=interactions.device)

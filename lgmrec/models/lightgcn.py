@@ -39,6 +39,8 @@ def lightgcn_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: in
 
 
 class LightGCN(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

@@ -161,6 +161,8 @@ ItemGraphs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (indice
 
 
 class MICRO(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

@@ -188,6 +188,8 @@ class ModalityGCN(nn.Module):
 
 
 class MMGCN(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

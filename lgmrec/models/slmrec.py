@@ -139,6 +139,8 @@ def _xavier_linear(n_in: int, n_out: int) -> nn.Linear:
 
 
 class SLMRec(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,

@@ -62,6 +62,8 @@ class VBPRConfig:
 
 
 class VBPR(Recommender):
+    pure_eval_forward = True  # see Recommender
+
     def __init__(
         self,
         n_users: int,
