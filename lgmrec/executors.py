@@ -347,37 +347,110 @@ class _Scheduler:
             self.tracker.write(self.failures[-1])
 
 
+class _LocalWorker:
+    """One ``python -m lgmrec.worker JOB --serve`` process of the local executor: it runs the unit
+    attempts it is sent one after another (notebook units in one kernel it keeps), in its own
+    process group, and answers each with one line; its own output goes to ``log``."""
+
+    def __init__(self, job_file: Path, env: dict, log: Path):
+        with open(log, "a") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "lgmrec.worker", str(job_file), "--serve"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, env=env,
+                                            start_new_session=True)
+        self.attempt: _Attempt | None = None
+        self.pending = b""
+
+    def send(self, attempt: _Attempt) -> bool:
+        """Hand it ``attempt``; False if it is gone."""
+        self.attempt = attempt
+        request = json.dumps({"unit": attempt.unit.__dict__, "log": str(attempt.log)}) + "\n"
+        try:
+            self.process.stdin.write(request.encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        return True
+
+    def reply(self) -> str | None:
+        """Its answer once complete: ``ok``, ``error: ...``, or ``""`` when it died (None: not yet).
+        Call when its stdout is readable."""
+        chunk = os.read(self.process.stdout.fileno(), 65536)
+        if not chunk:
+            return ""
+        self.pending += chunk
+        if b"\n" not in self.pending:
+            return None
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode(errors="replace").strip()
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        """End it: stdin closed (it stops its kernel and exits), killed if it does not within ``wait_s``."""
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=wait_s)
+        except (OSError, subprocess.TimeoutExpired):
+            _kill_group(self.process)
+
+
 def _run_local(profile: Profile, work: list[WorkUnit], store: ResultStore, options: GridOptions,
                tracker: Progress, threads: int) -> list[str]:
-    workers = max(1, options.workers or usable_cores())
+    """Up to ``workers`` serving worker processes (:class:`_LocalWorker`), each sent one unit attempt
+    at a time; a worker that dies costs its attempt (rerun by the scheduler) and is replaced."""
+    import select
+
+    n_workers = max(1, options.workers or usable_cores())
     scheduler = _Scheduler(profile, work, store, options, tracker)
     scheduler.logs.mkdir(parents=True, exist_ok=True)
     job = unit_job(profile, store, options, threads)
+    started = 0
     with tempfile.TemporaryDirectory(prefix="lgmrec-grid-") as tmp:
         job_file = Path(tmp) / "job.pkl"
         job_file.write_bytes(pickle.dumps(job))
         env = {**os.environ, **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
                "PYTHONUNBUFFERED": "1"}
-        running: dict[subprocess.Popen, _Attempt] = {}
+        idle: list[_LocalWorker] = []
+        busy: list[_LocalWorker] = []
         try:
-            while scheduler.waiting or running:
-                while len(running) < workers and (attempt := scheduler.next_ready()) is not None:
-                    log = open(attempt.log, "a")
-                    log.write(f"--- attempt {attempt.number} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-                    log.flush()
-                    command = [sys.executable, "-m", "lgmrec.worker", str(job_file), json.dumps(attempt.unit.__dict__)]
-                    running[subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                             start_new_session=True)] = attempt
-                    log.close()
-                time.sleep(0.3)
+            while scheduler.waiting or busy:
+                while len(busy) < n_workers and (attempt := scheduler.next_ready()) is not None:
+                    with open(attempt.log, "a") as log:
+                        log.write(f"--- attempt {attempt.number} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                    while True:  # an idle worker that died meanwhile is replaced
+                        if not idle:
+                            started += 1
+                            idle.append(_LocalWorker(job_file, env, scheduler.logs / f"worker-{started}.log"))
+                        worker = idle.pop()
+                        if worker.send(attempt):
+                            break
+                        _kill_group(worker.process)
+                    busy.append(worker)
+                if busy:
+                    readable, _, _ = select.select([w.process.stdout for w in busy], [], [], 0.3)
+                else:
+                    readable = []
+                    time.sleep(0.3)
                 tracker.poll()
-                for process in [p for p in running if p.poll() is not None]:
-                    attempt = running.pop(process)
-                    error = None if process.returncode == 0 else _exit_reason(process.returncode, attempt.log)
-                    scheduler.finished(attempt, error)
+                for worker in [w for w in busy if w.process.stdout in readable]:
+                    answer = worker.reply()
+                    if answer is None:
+                        continue
+                    busy.remove(worker)
+                    if answer:
+                        idle.append(worker)
+                        error = None if answer == "ok" else answer.removeprefix("error: ")
+                    else:  # it died: its process group (and a kernel that outlives it) goes too
+                        try:
+                            returncode = worker.process.wait(timeout=5)
+                        except subprocess.TimeoutExpired:
+                            _kill_group(worker.process)
+                            returncode = worker.process.returncode
+                        error = _exit_reason(returncode, worker.attempt.log)
+                    scheduler.finished(worker.attempt, error)
         finally:
-            for process in running:  # interrupted: stop the workers (their runs left no record)
-                _kill_group(process)
+            for worker in busy:  # interrupted: stop the workers (their runs left no record)
+                _kill_group(worker.process)
+            for worker in idle:
+                worker.stop()
     return scheduler.failures
 
 

@@ -152,6 +152,10 @@ def test_local_notebook_executor_writes_the_inprocess_records_and_keeps_readable
         assert not [o for o in outputs if o.get("name") == "stderr"], path
         kinds = [set(o.get("data", {})) for o in outputs if o["output_type"] == "execute_result" or "data" in o]
         assert any("text/html" in k for k in kinds) and any("image/png" in k for k in kinds)
+        # each worker keeps one kernel for its units, reset before each notebook: numbered as if fresh
+        counts = [c.get("execution_count") for c in cells if c["cell_type"] == "code"]
+        assert counts == list(range(1, len(counts) + 1)), path
+    assert len(list((store.root / "smoke" / "logs").glob("worker-*.log"))) == 2  # 6 units, 2 workers
     assert not list(store.root.rglob("*.tmp")) and not [c for c in store.root.rglob(f"*{CLAIM_SUFFIX}") if _held(c)]
 
 
