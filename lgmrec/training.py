@@ -116,6 +116,11 @@ def keep_freed_memory() -> None:
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
+#: Most (user, item) cells for which :class:`NegativeSampler` keeps a dense table of the training
+#: pairs (one byte each); above, it looks them up by binary search in the sorted pair keys.
+POSITIVE_TABLE_MAX = 1 << 25
+
+
 class NegativeSampler:
     """Vectorised uniform negatives from the training item pool, avoiding training positives."""
 
@@ -125,14 +130,21 @@ class NegativeSampler:
         self.pool = torch.from_numpy(data.train_items)
         self.positive_keys = torch.from_numpy(np.unique(train[:, 0] * data.n_items + train[:, 1]))
         self.max_rounds = max_rounds
+        # the same answers as the binary search, by one gather (800 x 400 cells: ~13 against ~230 us)
+        self.positive_table = None
+        if data.n_users * data.n_items <= POSITIVE_TABLE_MAX:
+            self.positive_table = torch.zeros(data.n_users * data.n_items, dtype=torch.bool)
+            self.positive_table[self.positive_keys] = True
 
     def _is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         keys = users * self.n_items + items
+        if self.positive_table is not None:
+            return self.positive_table.index_select(0, keys)
         index = torch.searchsorted(self.positive_keys, keys).clamp(max=len(self.positive_keys) - 1)
         return self.positive_keys[index] == keys
 
     def sample(self, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        negatives = self.pool[torch.randint(len(self.pool), users.shape, generator=generator)]
+        negatives = self.pool.index_select(0, torch.randint(len(self.pool), users.shape, generator=generator))
         redraw = self._is_positive(users, negatives)
         for _ in range(self.max_rounds):  # a user who has every pool item keeps a positive
             if not redraw.any():
@@ -199,8 +211,9 @@ def train_model(
 
 class FusedAdam:
     """``torch.optim.Adam(params, lr, weight_decay=..., fused=True)`` without the class: the same
-    kernel (``torch.optim.adam.adam``, which the class's ``step`` calls) on the same lazily created
-    state, so the updates are the same bits (tested). Why: constructing ``torch.optim.Adam`` imports
+    kernel (``torch._fused_adam_``, which the class's ``step`` reaches through
+    ``torch.optim.adam.adam``) on the same lazily created state, so the updates are the same bits
+    (tested). Why: constructing ``torch.optim.Adam`` imports
     ``torch._dynamo`` (~1.2 s, paid by every unit's kernel of a grid) and each of its steps passes
     dynamo's guards. ``lr`` is set by the trainer, epoch by epoch."""
 
@@ -223,10 +236,18 @@ class FusedAdam:
                 self.state[p] = (torch.zeros((), dtype=torch.float32, device=p.device),
                                  torch.zeros_like(p, memory_format=torch.preserve_format),
                                  torch.zeros_like(p, memory_format=torch.preserve_format))
-        steps, means, squares = zip(*(self.state[p] for p in with_grad))
-        adam_kernel(with_grad, [p.grad for p in with_grad], list(means), list(squares), [], list(steps),
-                    fused=True, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
-                    weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+        steps, means, squares = (list(part) for part in zip(*(self.state[p] for p in with_grad)))
+        grads = [p.grad for p in with_grad]
+        if len({(p.device, p.dtype) for p in with_grad}) > 1:  # torch groups them and calls the kernel per group
+            adam_kernel(with_grad, grads, means, squares, [], steps, fused=True, amsgrad=False,
+                        beta1=self.betas[0], beta2=self.betas[1], lr=self.lr, weight_decay=self.weight_decay,
+                        eps=self.eps, maximize=False)
+            return
+        # one group: what torch.optim.adam's fused path calls, without its per-step checks (~0.1 ms a step)
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(with_grad, grads, means, squares, [], steps, amsgrad=False, lr=self.lr,
+                           beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps,
+                           maximize=False, grad_scale=None, found_inf=None)
 
 
 def make_optimizer(model: Recommender, cfg: TrainConfig) -> FusedAdam:
@@ -267,7 +288,7 @@ def _train_epochs(model: Recommender, data, cfg: TrainConfig, generator, result:
         start = time.perf_counter()
         model.train()
         model.on_epoch_start(epoch)
-        pairs = train_pairs[torch.randperm(len(train_pairs), generator=generator)]
+        pairs = train_pairs.index_select(0, torch.randperm(len(train_pairs), generator=generator))
         negatives = sampler.sample(pairs[:, 0], generator)
         total_loss = 0.0
         optimizer.lr = learning_rate(cfg, epoch)
