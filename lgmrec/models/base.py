@@ -121,10 +121,38 @@ def normalize_rows(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     return _NormalizeRows.apply(x, eps)
 
 
+class _FrobeniusNorm(torch.autograd.Function):
+    """``x.norm()`` (the same forward bits) whose backward is autograd's ``grad * (x / norm)``, the
+    same bits, without its ``masked_fill_(norm == 0, 0)`` of the whole matrix when the norm is not 0
+    (a 0-dim mask broadcast over the matrix: ~100 us of a ~160 us forward and backward for a
+    2048 x 64 batch, three times per step in most models' regulariser)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x)
+        ctx.save_for_backward(x, norm)
+        return norm
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, norm = ctx.saved_tensors
+        if x.device.type != "cpu" or norm == 0:  # autograd's formula (0 / 0 entries become 0)
+            return grad * (x / norm).masked_fill_(norm == 0, 0)
+        return grad * (x / norm)
+
+
+def frobenius_norm(x: torch.Tensor) -> torch.Tensor:
+    """``x.norm()``, with a faster backward on CPU; the same values and gradients, bit for bit."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.linalg.vector_norm(x)
+    return _FrobeniusNorm.apply(x)
+
+
 def emb_loss(*embeddings: torch.Tensor) -> torch.Tensor:
     """MMRec's ``EmbLoss``: the sum of the tensors' Frobenius norms (NOT squared), divided by the
     row count of the last one (the batch size when called with batch rows)."""
-    return sum(e.norm() for e in embeddings) / embeddings[-1].shape[0]
+    return sum(frobenius_norm(e) for e in embeddings) / embeddings[-1].shape[0]
 
 
 def xavier_embedding(n_rows: int, dim: int, init: str = "uniform") -> nn.Parameter:

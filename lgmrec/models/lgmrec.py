@@ -56,7 +56,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, normalize_rows, rows_of, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, frobenius_norm, normalize_rows, rows_of, xavier_embedding
 from .infonce import summed_info_nce
 from .presets import lgmrec_presets
 
@@ -341,7 +341,7 @@ class LGMRec(Recommender):
         fused = self._fuse(rows_of(cge, distinct), mge, ghe)
         u, p, n = rows_of(fused, position).split(batch)
         total = bpr_loss(u, p, n)
-        total = total + cfg.reg_weight * (u.norm() + p.norm() + n.norm()) / batch
+        total = total + cfg.reg_weight * (frobenius_norm(u) + frobenius_norm(p) + frobenius_norm(n)) / batch
         if cfg.use_hcl and len(hyper) >= 2 and cfg.cl_weight > 0:
             total = total + cfg.cl_weight * self.hypergraph_contrastive(hyper, users, pos_items)
         return total
