@@ -146,6 +146,12 @@ def symmetric_spmm(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     return spmm(matrix, dense, transposed=matrix)
 
 
+#: :class:`SparseRows` cuts its rows out of the matrix only when they are at most this share of its
+#: rows: a batch of the -mini presets touches ~95 % of the nodes, where the cut (~0.2 ms) cost more
+#: than the full product it saves (~0.08 ms); a full-scale batch touches ~20 %.
+CUT_MAX_SHARE = 0.5
+
+
 class SparseRows:
     """Some rows of a constant sparse CSR ``matrix``: ``product(X) == (matrix @ X)[rows]``, with the
     gradient ``matrix[rows]^T @ G``, for the cost of those rows' entries only.
@@ -153,12 +159,14 @@ class SparseRows:
     A training batch touches a few thousand of the graph's nodes; LGMRec's loss needs only their
     rows of the last modality layer (full-scale Baby-like: 30 % of the entries, ~0.5 against 1.8 ms
     per product and as much in the backward, the same bits). On CPU the rows and their transpose
-    are cut with scipy (~0.6 ms, shared by every product of a step); elsewhere ``product`` is the
-    full product's rows."""
+    are cut with scipy (~0.6 ms, shared by every product of a step); elsewhere, and where the rows
+    are more than :data:`CUT_MAX_SHARE` of the matrix's, ``product`` is the full product's rows
+    (the same bits: tests/test_graph.py)."""
 
     def __init__(self, matrix: torch.Tensor, rows: torch.Tensor):
         self.matrix, self.rows = matrix, rows
-        self.cut = matrix.device.type == "cpu" and matrix.layout == torch.sparse_csr
+        self.cut = (matrix.device.type == "cpu" and matrix.layout == torch.sparse_csr
+                    and len(rows) <= CUT_MAX_SHARE * matrix.shape[0])
         self.sub = self.sub_t = None  # cut at the first product
 
     def product(self, dense: torch.Tensor) -> torch.Tensor:

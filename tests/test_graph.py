@@ -80,3 +80,29 @@ def test_sparse_rows_are_the_full_products_rows_with_the_same_gradient_bits():
     assert torch.equal(ours, full) and torch.equal(ours_grad, x.grad)
     assert cut.sub.shape == (len(rows), 500) and cut.sub_t.shape == (500, len(rows))
     assert torch.equal(cut.product(x.detach()), full.detach())  # outside autograd too
+
+
+def test_sparse_rows_of_most_of_the_matrix_take_the_full_product_with_the_same_bits():
+    R = sp.random(300, 200, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    R.data[:] = 1
+    matrix = graph.to_torch(graph.normalized_adjacency(R))
+    generator = torch.Generator().manual_seed(0)
+    for n_rows in (10, 240, 260, 490):
+        rows = torch.randperm(500, generator=generator)[:n_rows].sort().values
+        x = torch.randn(500, 8, generator=generator, requires_grad=True)
+        upstream = torch.randn(n_rows, 8, generator=generator)
+        products, gradients = [], []
+        for share in (1.0, 0.0):  # cut, then the full product's rows
+            graph.CUT_MAX_SHARE, saved = share, graph.CUT_MAX_SHARE
+            try:
+                rows_of = graph.SparseRows(matrix, rows)
+                assert rows_of.cut == (share == 1.0)
+                product = rows_of.product(x)
+            finally:
+                graph.CUT_MAX_SHARE = saved
+            product.backward(upstream)
+            products.append(product.detach())
+            gradients.append(x.grad)
+            x.grad = None
+        assert torch.equal(*products) and torch.equal(*gradients)
+    assert not graph.SparseRows(matrix, torch.arange(300)).cut and graph.SparseRows(matrix, torch.arange(200)).cut
