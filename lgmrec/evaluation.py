@@ -134,11 +134,23 @@ def topk_hits(batch: EvalBatch, scores: torch.Tensor, n_items: int, width: int) 
 
 def _heldout_ranks(batch: EvalBatch, scores: torch.Tensor, n_items: int):
     """(row in the batch, number of items scoring strictly higher, number scoring the same, itself
-    included) of every held-out pair of the batch, in the order of its keys (user by user)."""
+    included) of every held-out pair of the batch, in the order of its keys (user by user).
+
+    Counted from the signs of the differences ``score - own score`` where the own scores are finite
+    (one subtraction, one sign and two sums: ~140 against ~490 us for two comparisons and their
+    sums over 810 x 398 scores): an IEEE subtraction of a finite number is 0 exactly when the two
+    are equal and keeps the sign of their difference otherwise, infinite scores included. With
+    denormals flushed to zero (never set here) a tiny difference would count as a tie, never as the
+    other sign; callers decline on ties that matter. NaN scores give meaningless counts: callers
+    check for NaN and decline."""
     rows, items = batch.heldout_keys // n_items, batch.heldout_keys % n_items
     own = scores[rows, items]
     row_scores = scores.index_select(0, rows)  # the rows gathered, as scores[rows] (~5x faster)
-    return rows, (row_scores > own[:, None]).sum(dim=1), (row_scores == own[:, None]).sum(dim=1)
+    if not bool(torch.isfinite(own).all()):
+        return rows, (row_scores > own[:, None]).sum(dim=1), (row_scores == own[:, None]).sum(dim=1)
+    signs = row_scores.sub_(own[:, None]).sign_()  # +1 higher, 0 the same, -1 lower
+    total, nonzero = signs.sum(dim=1), signs.abs_().sum(dim=1)  # exact integers in float32 (< 2^24 items)
+    return rows, ((total + nonzero) / 2).long(), (n_items - nonzero).long()
 
 
 def ranked_hits(batch: EvalBatch, scores: torch.Tensor, n_items: int, width: int) -> torch.Tensor | None:

@@ -296,12 +296,13 @@ def _train_epochs(model: Recommender, data, cfg: TrainConfig, generator, result:
             users = pairs[begin: begin + cfg.batch_size, 0].to(device)
             positives = pairs[begin: begin + cfg.batch_size, 1].to(device)
             loss = model.loss(users, positives, negatives[begin: begin + cfg.batch_size].to(device))
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training loss is {loss.item()} at epoch {epoch}")
+            value = loss.item()  # what torch.isfinite(loss) tests, read once (a float32 keeps inf and NaN as a float)
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"training loss is {value} at epoch {epoch}")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total_loss += loss.item()
+            total_loss += value
         epoch_seconds.append(time.perf_counter() - start)
 
         valid = validate(model, data, cfg.valid_metric, cfg.topk, cfg.eval_batch_users)  # other metrics: at the end

@@ -132,3 +132,29 @@ def test_counted_ranks_give_the_top_k_hits_or_decline(tiny_data, levels):
                         assert torch.equal(hits, topk_hits(batch, scores, tiny_data.n_items, width))
     assert answered > 0 and (declined > 0 or levels in (0, 1000))
     assert ranked_hits(batch, scores, tiny_data.n_items, tiny_data.n_items + 1) is None
+
+
+def test_held_out_ranks_from_signs_are_the_counted_comparisons():
+    """The counts of higher and equal scores taken from the signs of differences are those of the
+    comparisons, with ties, masked (-inf) and infinite scores; a non-finite own score compares."""
+    from lgmrec.evaluation import _heldout_ranks, split_batches
+
+    splits = {"train": np.array([[0, 0], [1, 1], [2, 2]]), "valid": np.array([[0, 3], [0, 4], [1, 2], [2, 5]]),
+              "test": np.array([[0, 1]])}
+    data = InteractionData("toy", 3, 8, splits)
+    batch = split_batches(data, "valid", 10, torch.device("cpu"))[0]
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        scores = torch.round(torch.randn(3, 8, generator=generator) * (trial % 5 + 1))  # many ties
+        scores[batch.mask_rows, batch.mask_items] = -torch.inf
+        if trial % 7 == 0:
+            scores[1, 7] = torch.inf
+        if trial % 11 == 0:
+            scores[2, 5] = -torch.inf  # a held-out item's own score not finite: compared
+        if trial % 13 == 0:
+            scores[0, 0] = 1e-45  # the smallest subnormal against 0
+            scores[0, 3] = 0.0
+        rows, higher, tied = _heldout_ranks(batch, scores.clone(), 8)
+        own = scores[rows, batch.heldout_keys % 8]
+        assert torch.equal(higher, (scores[rows] > own[:, None]).sum(dim=1))
+        assert torch.equal(tied, (scores[rows] == own[:, None]).sum(dim=1))
