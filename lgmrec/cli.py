@@ -3,6 +3,7 @@
 Commands: ``train`` (one run, metrics to JSON), ``generate`` (write a synthetic dataset), ``grid``
 (run a profile's experiments), ``check`` (Recall@20/NDCG@20 against expected values), ``power``
 (what each claim's design could detect, and the design that would detect the paper's margin),
+``calibrate`` (fit the embedded testbed to the published baselines' ratios),
 ``book`` (build the Jupyter Book) and ``data`` (the real datasets). User errors (bad files, bad options)
 print one line and exit with code 2; a diverged run and a missed check exit with code 1.
 """
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid(commands)
     _add_check(commands)
     _add_power(commands)
+    _add_calibrate(commands)
     _add_book(commands)
     add_data_parser(commands)
     return parser
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- train, generate
 
 
-PROFILE_HELP = ("a built-in profile (embedded, full, ci, smoke) or a profile file (.toml, see lgmrec.profiles); "
+PROFILE_HELP = ("a built-in profile (embedded, embedded-v1, full, ci, smoke) or a profile file (.toml, see lgmrec.profiles); "
                 "default: %(default)s")
 
 
@@ -275,6 +277,41 @@ def run_power_command(args: argparse.Namespace) -> int:
         frame = design_frame(ctx)
         write_atomic(Path(args.csv), lambda temporary: frame.to_csv(temporary, index=False))
         print(f"\nwritten: {args.csv}")
+    return 0
+
+
+def _add_calibrate(commands) -> None:
+    from .calibration import FAMILIES
+
+    command = commands.add_parser(
+        "calibrate", help="fit the embedded testbed's generator to the published baselines' ratios",
+        description="Stage 'search': per dataset family, Optuna (TPE, seed 0) over the generator's knobs so that "
+                    "the baselines' Recall@20 relative to LightGCN on an 800-user preset match the published "
+                    "ratios; writes lgmrec/reference/calibrated_presets.csv and calibration_trials.csv. Stage "
+                    "'measure': the embedded design on the uncalibrated (embedded-v1) and calibrated (embedded) "
+                    "presets; writes lgmrec/reference/calibration_fit.csv. Deterministic; see lgmrec.calibration.",
+    )
+    command.add_argument("stage", choices=("search", "measure", "all"), nargs="?", default="all")
+    command.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    command.add_argument("--trials", type=int, default=40, help="search trials per family (default %(default)s)")
+    command.add_argument("--reuse-trials", action="store_true",
+                         help="take a family's committed trials where there are --trials of them (the search is "
+                              "deterministic) and only select and measure its preset again")
+    command.add_argument("--workers", type=int, default=2, help="parallel runs (default %(default)s)")
+    command.add_argument("--results", default=None, help="results folder of the measure stage")
+    command.set_defaults(func=run_calibrate_command)
+
+
+def run_calibrate_command(args: argparse.Namespace) -> int:
+    from . import calibration
+
+    if args.trials < 1 or args.workers < 1:
+        raise ConfigError("--trials and --workers must be at least 1")
+    if args.stage in ("search", "all"):
+        calibration.run_search(args.families, args.trials, args.workers, args.reuse_trials)
+    if args.stage in ("measure", "all"):
+        path = calibration.run_measure(args.workers, args.results)
+        print(f"written: {path}")
     return 0
 
 

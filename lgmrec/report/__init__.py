@@ -5,12 +5,14 @@ the book comes from here and can be recomputed outside a notebook. Modules: :mod
 (profile, records, per-user metrics, provenance), :mod:`.display` (full tables with CSV
 downloads), :mod:`.contrasts` (paired comparisons), :mod:`.claims`, :mod:`.overall` (main table,
 significance, sparsity, efficiency), :mod:`.variants` (ablation, sensitivity), :mod:`.tuning`,
-:mod:`.reported`, :mod:`.methods`, :mod:`.errorrates` (the verdict rule's measured error rates) and
+:mod:`.reported`, :mod:`.calibration` (the calibrated testbed and its held-out check), :mod:`.methods`, :mod:`.errorrates` (the verdict rule's measured error rates) and
 :mod:`.runs` (the Runs appendix, tidy downloads).
 """
 
 from __future__ import annotations
 
+from .calibration import (degrees_table, fit_tables, held_out_summary, held_out_table, honesty_note, knobs_table,
+                          trials_figure)
 from .claims import (CLAIMS, claim_definitions, claim_tables, compute_claims, definitions_table, verdict_frame,
                      verdict_table)
 from .context import (DATA_LABELS, MAIN_METRICS, METRIC_LABELS, PROFILE_ENV, TABLE_METRICS, BookContext,
@@ -31,7 +33,8 @@ from .variants import ablation_figure, ablation_tables, sensitivity_figure, sens
 __all__ = [
     "BookContext", "CLAIMS", "DATA_LABELS", "Html", "MAIN_METRICS", "METRIC_LABELS", "PROFILE_ENV", "TABLE_METRICS",
     "Table", "Tables", "ablation_figure", "setup_display", "ablation_tables", "choice_tables", "claim_definitions", "claim_tables",
-    "code_versions", "comparison_tables", "compute_claims", "data_figure", "definitions_table", "design_frame", "design_table", "efficiency_figure", "efficiency_tables",
+    "code_versions", "comparison_tables", "compute_claims", "data_figure", "degrees_table", "fit_tables",
+    "held_out_summary", "held_out_table", "honesty_note", "knobs_table", "trials_figure", "definitions_table", "design_frame", "design_table", "efficiency_figure", "efficiency_tables",
     "environment_table", "error_rate_summary", "error_rate_table", "grids_table", "model_labels", "optimism_figure", "optimism_tables", "overall_figure",
     "overall_summary", "overall_tables", "protocol_table", "provenance_table", "published_reference_tables",
     "ranking_tables", "reductions", "replication_tables", "reported_figure", "reported_tables", "runs_overview",

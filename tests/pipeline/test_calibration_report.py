@@ -1,0 +1,62 @@
+"""The calibrated testbed in the book: the committed fit (Methods) and the held-out check."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lgmrec import calibration as C
+from lgmrec import stats
+from lgmrec.collect import collect
+from lgmrec.report import BookContext
+from lgmrec.report.calibration import degrees_table, fit_tables, held_out_frame, held_out_table, knobs_table
+from lgmrec.report.display import Html, Table
+
+from .conftest import grid, tiny_profile
+
+
+def test_methods_tables_show_the_committed_calibration():
+    knobs = knobs_table()
+    assert isinstance(knobs, Table) and set(C.SEARCH_SPACE) <= set(knobs.frame.index)
+    families = {family for family, _ in knobs.frame.columns}
+    assert families == set(C.FAMILIES)
+    for family in C.FAMILIES:  # the shown knobs are the committed presets'
+        preset = C.read_calibrated_presets()[C.calibrated_name(family)]
+        assert knobs.frame.loc["sharpness", (family, "calibrated")] == preset.sharpness
+    degrees = degrees_table().frame
+    assert len(degrees) == 3 * len(C.FAMILIES)  # real, calibrated, uncalibrated per family
+    tables = [t for t in fit_tables() if isinstance(t, Table)]
+    assert [t.name for t in tables] == [f"calibration-fit-{f}" for f in C.FAMILIES]
+    fit = C.read_fit()
+    shown = tables[0].frame
+    baby = fit[fit["family"] == "baby"].set_index("model")
+    assert shown.loc["FREEDOM", "after"] == pytest.approx(baby.loc["freedom", "after"])
+    assert shown.loc["LGMRec", "in the fit"] == "no: held out"
+    assert "Spearman" in tables[0].note
+
+
+def test_held_out_check_on_a_calibrated_preset(store):
+    """LGMRec and LightGCN (2 seeds, 2 epochs) and the ablation on the Baby-like calibrated preset."""
+    profile = tiny_profile("heldout", datasets=(C.calibrated_name("baby"),), models=("lightgcn", "lgmrec"),
+                           seeds=(999, 1), experiments=("overall", "ablation"))
+    summary = grid(profile, store)
+    assert summary.failed == []
+    ctx = BookContext(profile, store)
+    frame = held_out_frame(ctx)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    runs = collect(profile, "overall", store=store)  # the ablation's LGMRec variants are records too
+    by_seed = runs.pivot_table(index="seed", columns="model", values="recall@20")
+    expected = (by_seed["lgmrec"] / by_seed["lightgcn"]).mean()
+    assert row["reproduced ratio"] == pytest.approx(expected) and row["seeds"] == 2
+    assert row["low"] <= row["reproduced ratio"] <= row["high"]
+    assert row["published ratio"] == pytest.approx(C.published_ratios("baby", ("lgmrec",))["lgmrec"])
+    assert row["C2"] in stats.VERDICTS and row["C3"] in stats.VERDICTS
+    table = held_out_table(ctx)
+    assert isinstance(table, Table) and "prediction on data fitted to the 13 baselines only" in table.note
+
+
+def test_held_out_check_says_not_run_off_the_calibrated_presets(smoke_results):
+    ctx = BookContext.create("smoke", str(smoke_results.root))
+    assert held_out_frame(ctx).empty
+    shown = held_out_table(ctx)
+    assert isinstance(shown, Html) and "not run" in shown.text
