@@ -19,7 +19,7 @@ from ..grids import PUBLISHED_VARIANT
 from ..models import dataset_family, get_model_spec
 from ..synthetic import PRESETS, read_calibrated_presets
 from .context import BookContext
-from .display import Html, Table, Tables, escape, fmt_ci, heading, paragraph
+from .display import Html, Table, Tables, escape, paragraph
 
 HONESTY = (
     "The calibrated presets are fitted to published numbers, and published numbers are each paper's best "
@@ -53,6 +53,7 @@ def knobs_table() -> Table | Html:
         if old in PRESETS:
             columns[(dataset_family(name), "uncalibrated")] = pd.Series(vars(PRESETS[old]))
     frame = pd.DataFrame(columns)
+    frame = frame[[c for f in calibration.FAMILIES for c in frame.columns if c[0] == f]]
     frame.index.name = "knob"
     searched = frame.index.isin(list(calibration.SEARCH_SPACE))
     bold = pd.DataFrame(False, index=frame.index, columns=frame.columns)
@@ -98,6 +99,9 @@ def fit_tables() -> Tables:
         out.append(paragraph("The calibration's fit has not been measured yet (python -m lgmrec calibrate measure)."))
         return out
     summary = calibration.fit_summary(fit).set_index(["family", "stage"])
+    met = summary.xs("after", level="stage")["meets_target"]
+    out.append(paragraph(f"Target met on {int(met.sum())} of {len(met)} dataset families "
+                         f"({', '.join(f for f, ok in met.items() if ok) or 'none'})."))
     for family, part in fit.groupby("family", sort=False):
         shown = part.assign(model=part["model"].map(lambda m: get_model_spec(m).label)).set_index("model")
         shown = shown[["published", "before", "after", "held_out"]].copy()
@@ -172,6 +176,10 @@ def held_out_frame(ctx: BookContext) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ratio_interval(low: float, high: float, digits: int) -> str:
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" if np.isfinite(low) else "–"
+
+
 def held_out_table(ctx: BookContext) -> Table | Html:
     frame = held_out_frame(ctx)
     if frame.empty:
@@ -179,7 +187,7 @@ def held_out_table(ctx: BookContext) -> Table | Html:
                          f"the calibrated presets).")
     shown = pd.DataFrame({
         "LGMRec / LightGCN (reproduced)": frame["reproduced ratio"].map(lambda v: f"{v:.3f}"),
-        "95% CI over seeds": [fmt_ci(lo, hi, 3) for lo, hi in zip(frame["low"], frame["high"])],
+        "95% CI over seeds": [ratio_interval(lo, hi, 3) for lo, hi in zip(frame["low"], frame["high"])],
         "seeds": frame["seeds"],
         "published": frame["published ratio"].map(lambda v: f"{v:.3f}"),
         "C2 local embeddings": frame["C2"], "C3 global embeddings": frame["C3"],
@@ -200,7 +208,7 @@ def held_out_summary(ctx: BookContext) -> Html:
     if frame.empty:
         return Html("")
     parts = [f"{row['family'].capitalize()}-like {row['reproduced ratio']:.2f} "
-             f"({fmt_ci(row['low'], row['high'], 2)}; published {row['published ratio']:.2f}; C2 {row['C2']}, "
+             f"({ratio_interval(row['low'], row['high'], 2)}; published {row['published ratio']:.2f}; C2 {row['C2']}, "
              f"C3 {row['C3']})" for _, row in frame.iterrows()]
     return Html(f"<p><b>Held-out check</b> ({escape(PREDICTION)}): LGMRec's Recall@20 relative to LightGCN on the "
                 f"calibrated presets, 95 % interval over seeds: {escape('; '.join(parts))}. See "

@@ -10,6 +10,7 @@ from lgmrec.collect import collect
 from lgmrec.report import BookContext
 from lgmrec.report.calibration import degrees_table, fit_tables, held_out_frame, held_out_table, knobs_table
 from lgmrec.report.display import Html, Table
+from lgmrec.synthetic import read_calibrated_presets
 
 from .conftest import grid, tiny_profile
 
@@ -20,7 +21,7 @@ def test_methods_tables_show_the_committed_calibration():
     families = {family for family, _ in knobs.frame.columns}
     assert families == set(C.FAMILIES)
     for family in C.FAMILIES:  # the shown knobs are the committed presets'
-        preset = C.read_calibrated_presets()[C.calibrated_name(family)]
+        preset = read_calibrated_presets()[C.calibrated_name(family)]
         assert knobs.frame.loc["sharpness", (family, "calibrated")] == preset.sharpness
     degrees = degrees_table().frame
     assert len(degrees) == 3 * len(C.FAMILIES)  # real, calibrated, uncalibrated per family

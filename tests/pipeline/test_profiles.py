@@ -21,7 +21,7 @@ from .conftest import grid
 CI_AS_FILE = """
 name = "ci-file"
 description = "the ci profile, written as a file"
-datasets = ["synth-baby-mini", "synth-sports-mini", "synth-clothing-mini"]
+datasets = ["synth-baby-mini-cal", "synth-sports-mini-cal", "synth-clothing-mini-cal"]
 seeds = [999]
 models = ["bpr", "lightgcn", "freedom", "lgmrec"]
 experiments = ["overall"]
