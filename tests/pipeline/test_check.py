@@ -110,7 +110,7 @@ def _check_one(tmp_path, dataset: str, model: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("model, break_it", [
-    # A squared regulariser is NOT caught here: at BPR's reg_weight 1e-4 on this data it moves
+    # A squared regulariser is NOT caught: at BPR's reg_weight 1e-4 on the uncalibrated Baby-like data it moves
     # Recall@20 by 0.6 % (0.2030 -> 0.2017), inside the 2 % tolerance; the loss re-derivation in
     # tests/models/test_bpr.py catches it instead. Dropping the log of the BPR loss is caught on the
     # Clothing-like preset, not on the Baby- and Sports-like ones (-0.7 % and -0.9 %, 2026-12-06:
