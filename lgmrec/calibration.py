@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -456,9 +456,6 @@ def write_presets(presets: Mapping[str, tuple[str, SyntheticPreset]], path: Path
     return path
 
 
-def preset_fields() -> list[str]:
-    return [f.name for f in fields(SyntheticPreset)]
-
-
 __all__ = ["BASELINES", "FAMILIES", "FitScore", "SEARCH_MODELS", "SEARCH_SPACE", "fit_degrees", "fit_score",
-           "fit_summary", "fit_table", "gini", "measure_ratios", "read_fit", "run_measure", "run_search", "preset_for", "published_ratios", "search", "write_presets"]
+           "fit_summary", "fit_table", "gini", "measure_ratios", "optimise", "preset_for", "published_ratios",
+           "read_fit", "run_measure", "run_search", "search", "select", "write_presets"]

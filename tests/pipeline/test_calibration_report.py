@@ -1,7 +1,5 @@
 """The calibrated testbed in the book: the committed fit (Methods) and the held-out check."""
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from lgmrec import calibration as C
