@@ -20,8 +20,9 @@ Experiments (mirroring the paper):
 
 Profiles: ``embedded`` (the default of ``nox -s reproduce``: the protocol unchanged, on three
 small synthetic presets calibrated to the published baselines, :mod:`lgmrec.calibration`),
-``embedded-v1`` (the same design on the uncalibrated presets of earlier builds), ``full`` (the paper's scale on the real datasets), ``ci`` (LGMRec and
-three baselines, one seed: what CI checks against committed values) and ``smoke`` (tests); or a
+``embedded-v1`` (the same design on the uncalibrated presets of earlier builds), ``full`` (the
+paper's scale on the real datasets), ``ci`` (LGMRec and three baselines, one seed: what CI checks
+against committed values) and ``smoke`` (tests); or a
 TOML file (:mod:`lgmrec.profiles`). :func:`get_profile` resolves a name or a file into one
 :class:`Profile`, which is then passed down; a file's profile travels to workers and notebook
 kernels as its path (``Profile.source``) and is read again there.

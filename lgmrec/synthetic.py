@@ -48,13 +48,13 @@ class SyntheticPreset:
     sharpness: float = 1.15  # how strongly latent affinity drives choices (vs popularity and chance)
     # -- degree distributions
     popularity_exponent: float = 0.3  # Zipf exponent of item popularity (item degree skew)
-    activity_dispersion: float = 1.0  # negative-binomial shape of user activity above 5; 1: geometric, smaller: more skewed
+    activity_dispersion: float = 1.0  # negative-binomial shape of activity above 5 (1: geometric; smaller: more skewed)
     # -- what the features carry
     image_dim: int = 4096
     text_dim: int = 384
     image_noise: float = 1.0  # noise of each modality's table, relative to its signal
     text_noise: float = 0.7
-    modality_coverage: float = 2 / 3  # share of the latent dimensions each modality sees (image the first, text the last)
+    modality_coverage: float = 2 / 3  # share of the latent dimensions each modality sees (image first, text last)
     feature_cluster: float = 0.0  # weight of the item's cluster centre against its own latent in what the features see
     feature_decoy: float = 0.0  # weight of a preference-free item attribute in what the features see
 
