@@ -125,6 +125,7 @@ class Degrees:
     item_gini: float
 
 
+@lru_cache(maxsize=None)  # read once per process: every trial's feasibility check asks for it
 def real_degrees(family: str) -> Degrees:
     from .reference import read_reference
 
@@ -330,7 +331,9 @@ def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: 
     from .files import write_atomic
     from .synthetic import read_calibrated_presets
 
-    presets = {name: (name.split("-")[1], p) for name, p in read_calibrated_presets(reference / CALIBRATED_FILE).items()}
+    from .models import dataset_family
+
+    presets = {name: (dataset_family(name), p) for name, p in read_calibrated_presets(reference / CALIBRATED_FILE).items()}
     trials_path = reference / TRIALS_FILE
     trials = pd.read_csv(trials_path) if trials_path.is_file() else pd.DataFrame(columns=["family", "trial"])
     with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
