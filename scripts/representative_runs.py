@@ -20,6 +20,9 @@ import sys
 import time
 
 DEFAULT_MODELS = ["lgmrec", "micro", "mmgcn", "bm3", "bpr", "lightgcn", "mgcn", "lattice"]
+#: ``--lgmrec-variants``: LGMRec's other code paths, as the grid's ablation and sensitivity units run them
+LGMREC_VARIANTS = ["hyperedge_bug=True", "cf_model=mf", "use_hcl=False", "use_mge=False", "use_ghe=False",
+                   "modalities=image", "hyper_num=64", "hyper_num=256", "eval_mode=deterministic"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("models", nargs="*", default=DEFAULT_MODELS)
     parser.add_argument("--dataset", default="synth-baby-mini")
     parser.add_argument("--seed", type=int, default=999)
+    parser.add_argument("--lgmrec-variants", action="store_true",
+                        help="also LGMRec with each of: " + "; ".join(LGMREC_VARIANTS))
     args = parser.parse_args(argv)
     if not os.environ.get("LGMREC_RESULTS_DIR"):
         parser.error("set LGMREC_RESULTS_DIR to the folder to write (never the project's results/)")
@@ -41,10 +46,12 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"lgmrec from {lgmrec.__file__}; records under {os.environ['LGMREC_RESULTS_DIR']}", flush=True)
     store = ResultStore(os.environ["LGMREC_RESULTS_DIR"])
-    for model in args.models:
+    runs = [(model, None) for model in args.models]
+    runs += [("lgmrec", variant) for variant in LGMREC_VARIANTS] if args.lgmrec_variants else []
+    for model, overrides in runs:
         begin = time.perf_counter()
-        record = run_experiment(args.dataset, model, args.seed, None, "embedded", force=True, store=store)
-        print(f"{model}: best epoch {record['best_epoch']}/{record['epochs_run']}, "
+        record = run_experiment(args.dataset, model, args.seed, overrides, "embedded", force=True, store=store)
+        print(f"{model} {overrides or ''}: best epoch {record['best_epoch']}/{record['epochs_run']}, "
               f"{time.perf_counter() - begin:.1f} s", flush=True)
 
 

@@ -161,11 +161,24 @@ def xavier_embedding(n_rows: int, dim: int, init: str = "uniform") -> nn.Paramet
     return nn.Parameter(initialise(torch.empty(n_rows, dim)))
 
 
-class Distinct:
-    """A batch's ids as their distinct values, each batch row's position among them, and counts."""
+def distinct_ids(ids: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``torch.unique(ids, return_inverse=True, return_counts=True)`` for ids in ``[0, size)``:
+    the same three tensors (distinct ids sorted, each id's position among them, their counts), by
+    counting instead of sorting (6,144 ids of 1,053 nodes: ~50 against ~155 us)."""
+    counts = torch.bincount(ids, minlength=size)
+    present = counts > 0
+    values = present.nonzero().squeeze(1)
+    return values, (present.cumsum(0) - 1).index_select(0, ids), counts.index_select(0, values)
 
-    def __init__(self, ids: torch.Tensor):
-        self.values, self.inverse, self.counts = torch.unique(ids, return_inverse=True, return_counts=True)
+
+class Distinct:
+    """A batch's ids as their distinct values, each batch row's position among them, and counts
+    (by :func:`distinct_ids` when the ids are known to lie in ``[0, size)``)."""
+
+    def __init__(self, ids: torch.Tensor, size: int | None = None):
+        self.values, self.inverse, self.counts = (
+            torch.unique(ids, return_inverse=True, return_counts=True) if size is None else distinct_ids(ids, size)
+        )
 
 
 def batch_mean_square(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

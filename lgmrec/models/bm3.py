@@ -143,7 +143,7 @@ class BM3(Recommender):
     def loss(self, users, pos_items, neg_items) -> torch.Tensor:
         cfg = self.config
         all_users, all_items = self.online()
-        batch_users, batch_items = Distinct(users), Distinct(pos_items)
+        batch_users, batch_items = Distinct(users, self.n_users), Distinct(pos_items, self.n_items)
         to_users, to_items = batch_users.inverse, batch_items.inverse  # batch row -> distinct row
         u = all_users.index_select(0, batch_users.values)
         i = all_items.index_select(0, batch_items.values)

@@ -66,7 +66,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, rows_of, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, distinct_ids, rows_of, xavier_embedding
 from .knn import (
     FeatureTables,
     cached_knn_graph,
@@ -212,7 +212,7 @@ class FREEDOM(Recommender):
         the batch's distinct items are fewer than 3/4 of all items, only they are projected
         (the same rows, values and gradients)."""
         table, project = self.features[modality], self.projection[modality]
-        distinct, position = torch.unique(items, return_inverse=True)
+        distinct, position, _ = distinct_ids(items, self.n_items)
         if 4 * distinct.numel() >= 3 * self.n_items:
             return rows_of(project(table), items)
         return rows_of(project(rows_of(table, distinct)), position)

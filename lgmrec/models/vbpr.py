@@ -44,7 +44,7 @@ from ..config import require
 from ..data import InteractionData
 from ..errors import ConfigError
 from . import ModelSpec
-from .base import Embeddings, Recommender, bpr_loss, emb_loss, xavier_embedding
+from .base import Embeddings, Recommender, bpr_loss, distinct_ids, emb_loss, xavier_embedding
 from .knn import feature_tensors, select_features
 
 #: a batch holding at least this share of the items projects all of them (one product, no gather)
@@ -110,7 +110,7 @@ class VBPR(Recommender):
 
     def batch_item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """``item_vectors(items)``, projecting each distinct item's features once."""
-        distinct, position = torch.unique(items, return_inverse=True)
+        distinct, position, _ = distinct_ids(items, self.n_items)
         if distinct.numel() >= PROJECT_ALL_SHARE * self.n_items:
             content = self.content_embedding().index_select(0, items)
         else:

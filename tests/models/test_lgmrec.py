@@ -265,15 +265,18 @@ def _intel_cpu() -> bool:
         return False
 
 
-@pytest.mark.parametrize("shape", [(1000, 4), (7, 256)])
-def test_gumbel_noise_is_the_noise_of_f_gumbel_softmax(shape):
-    """The vectorised sampler draws torch's own numbers (exponential_ is serial on every CPU) and
-    leaves the generator where F.gumbel_softmax leaves it."""
-    logits = torch.randn(shape[1], shape[0]).T  # non-contiguous, as the split views in the model
+@pytest.mark.parametrize("shapes", [[(1000, 4)], [(7, 256)], [(30, 4), (50, 4), (30, 4), (1, 4)]])
+def test_gumbel_noise_is_the_noise_of_f_gumbel_softmax(shapes):
+    """The vectorised sampler draws torch's own numbers (exponential_ is serial on every CPU) for
+    several tensors in one draw, as consecutive F.gumbel_softmax calls, and leaves the generator
+    where they leave it."""
+    logits = [torch.randn(cols, rows).T for rows, cols in shapes]  # non-contiguous, as the split views in the model
     torch.manual_seed(3)
-    expected = F.gumbel_softmax(logits, tau=0.2, dim=1), torch.rand(3)
+    expected = [F.gumbel_softmax(z, tau=0.2, dim=1) for z in logits] + [torch.rand(3)]
     torch.manual_seed(3)
-    actual = torch.softmax((logits + lgmrec_module.gumbel_noise(logits)) / 0.2, dim=1), torch.rand(3)
+    noise = lgmrec_module.gumbel_noise(logits)
+    actual = [torch.softmax((z + e) / 0.2, dim=1) for z, e in zip(logits, noise)] + [torch.rand(3)]
+    assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
         assert torch.equal(a, e)
 
@@ -281,15 +284,19 @@ def test_gumbel_noise_is_the_noise_of_f_gumbel_softmax(shape):
 @pytest.mark.parametrize("keep_rate", [0.1, 0.3, 0.5, 0.9, 1.0])
 def test_dropout_is_f_dropout(keep_rate):
     """Entries are 0 or x / keep_rate, about keep_rate of them kept; and where torch's bernoulli_
-    is its serial kernel (not on Intel CPUs, where it uses MKL's generator), exactly F.dropout's."""
-    x = torch.rand(4000, 4) + 0.5
+    is its serial kernel (not on Intel CPUs, where it uses MKL's generator), exactly consecutive
+    F.dropout calls, the tensors' masks drawn in order."""
+    xs = [torch.rand(4000, 4) + 0.5, torch.rand(10, 4) + 0.5, torch.rand(300, 4) + 0.5]
     torch.manual_seed(4)
-    ours = lgmrec_module.dropout(x, keep_rate, training=True)
-    kept = ours != 0
-    torch.testing.assert_close(ours[kept], x[kept] / keep_rate, rtol=1e-6, atol=0)
+    ours = lgmrec_module.dropout(xs, keep_rate, training=True)
+    for x, out in zip(xs, ours, strict=True):
+        kept = out != 0
+        torch.testing.assert_close(out[kept], x[kept] / keep_rate, rtol=1e-6, atol=0)
+    kept = ours[0] != 0
     assert abs(kept.double().mean().item() - keep_rate) < 0.03
-    assert lgmrec_module.dropout(x, keep_rate, training=False) is x
+    assert lgmrec_module.dropout(xs, keep_rate, training=False) is xs
     if _intel_cpu():
         pytest.skip("torch's CPU bernoulli_ draws from MKL on Intel CPUs: the same law, other numbers")
     torch.manual_seed(4)
-    assert torch.equal(ours, F.dropout(x, 1.0 - keep_rate))
+    for x, out in zip(xs, ours):
+        assert torch.equal(out, F.dropout(x, 1.0 - keep_rate))

@@ -40,7 +40,10 @@ class FixedDraws:
         self.gumbel: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits, noise)
         self.dropout: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, scaled keep mask)
 
-    def gumbel_noise(self, logits):
+    def gumbel_noise(self, likes):
+        return [self._gumbel_noise(logits) for logits in likes]
+
+    def _gumbel_noise(self, logits):
         uniform = torch.rand(logits.shape, generator=self.generator, dtype=torch.float64).clamp_min(1e-12)
         noise = -torch.log(-torch.log(uniform))  # standard Gumbel
         self.gumbel.append((logits.detach().double().clone(), noise))
@@ -50,7 +53,10 @@ class FixedDraws:
         monkeypatch.setattr(lgmrec_module, "gumbel_noise", self.gumbel_noise)
         monkeypatch.setattr(lgmrec_module, "dropout", self.dropout_fn)
 
-    def dropout_fn(self, input, keep_rate, training):
+    def dropout_fn(self, tensors, keep_rate, training):
+        return [self._dropout(x, keep_rate, training) for x in tensors]
+
+    def _dropout(self, input, keep_rate, training):
         p = 1.0 - keep_rate
         if not training or p == 0:
             return input
