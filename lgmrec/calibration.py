@@ -51,8 +51,8 @@ BASELINES = ("bpr", "lightgcn", "layergcn", "vbpr", "mmgcn", "grcn", "dualgnn", 
 SEARCH_MODELS = tuple(m for m in BASELINES if m not in ("micro", "mmgcn"))
 SEARCH_SEEDS = (999,)
 N_USERS = 800  # the -mini scale: the embedded grid's time budget
-#: knob -> (low, high, log scale); sizes and degree skew are fitted to the real dataset (fit_degrees),
-#: the rest of SyntheticPreset stays at its default
+#: knob -> (low, high, log scale), integers where both bounds are; sizes and degree skew are fitted to
+#: the real dataset (fit_degrees), the rest of SyntheticPreset stays at its default
 SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
     "sharpness": (0.3, 2.5, True),
     "cluster_spread": (0.2, 1.5, True),
@@ -60,7 +60,25 @@ SEARCH_SPACE: dict[str, tuple[float, float, bool]] = {
     "text_noise": (0.05, 2.0, True),
     "feature_cluster": (0.0, 0.9, False),
     "feature_decoy": (0.0, 1.0, False),
+    "n_clusters": (8, 96, True),
+    "latent_dim": (8, 64, True),
+    "max_interests": (1, 6, False),
+    "modality_coverage": (0.34, 1.0, False),
 }
+
+
+def searched_knobs(trials: pd.DataFrame, family: str) -> list[str]:
+    """The knobs a family's committed search varied (those of :data:`SEARCH_SPACE` its trials have)."""
+    own = trials[trials["family"] == family]
+    return [k for k in SEARCH_SPACE if k in own.columns and own[k].notna().any()]
+
+
+def knob_values(row: Mapping[str, float]) -> dict[str, float | int]:
+    """A trial's searched knobs as a preset takes them: integers as such, the others to 3 digits
+    (what the committed files say exactly). Knobs that a trial's row lacks (searched before they
+    were in :data:`SEARCH_SPACE`) keep the preset's default."""
+    present = {k: row[k] for k in SEARCH_SPACE if k in row and pd.notna(row[k])}
+    return {k: int(round(v)) if isinstance(SEARCH_SPACE[k][0], int) else float(f"{v:.3g}") for k, v in present.items()}
 RANK_WEIGHT = 0.1  # loss = mean absolute ratio error + RANK_WEIGHT * (1 - Spearman)
 TARGET_SPEARMAN, TARGET_MEDIAN_ERROR = 0.9, 0.05  # the issue's target per dataset
 REFERENCE = Path(__file__).parent / "reference"
@@ -262,7 +280,8 @@ def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd
     rows: list[dict] = []
 
     def objective(trial: "optuna.Trial") -> float:
-        knobs = {k: trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in space.items()}
+        knobs = {k: trial.suggest_int(k, lo, hi, log=log) if isinstance(lo, int) and isinstance(hi, int)
+                 else trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in space.items()}
         row = score_row(trial.number, knobs, measure(knobs), target)
         rows.append(row)
         if on_trial:
@@ -276,13 +295,13 @@ def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd
 
 
 def search(family: str, n_trials: int, pool: ProcessPoolExecutor,
-           on_trial: Callable[[dict], None] | None = None) -> pd.DataFrame:
-    """Stage 1's search for one family: every trial's row."""
+           on_trial: Callable[[dict], None] | None = None, seeds: Sequence[int] = SEARCH_SEEDS) -> pd.DataFrame:
+    """Stage 1's search for one family: every trial's row (each trial trained with ``seeds``)."""
     def measure(knobs: dict[str, float]) -> pd.Series | None:
         preset = preset_for(family, knobs)
         if not degrees_close(preset_degrees(preset), real_degrees(family)):
             return None
-        return measure_ratios(preset, family, SEARCH_MODELS, SEARCH_SEEDS, pool)
+        return measure_ratios(preset, family, SEARCH_MODELS, seeds, pool)
 
     _, rows = optimise(measure, published_ratios(family), n_trials, on_trial=on_trial)
     return rows.assign(family=family)
@@ -302,7 +321,7 @@ def select(family: str, trials: pd.DataFrame, pool: ProcessPoolExecutor) -> tupl
                       & pd.to_numeric(trials["trial"], errors="coerce").notna()]
     rows, presets = [], []
     for _, trial in feasible.sort_values("loss", kind="stable").head(CANDIDATES).iterrows():
-        knobs = {k: float(f"{trial[k]:.3g}") for k in SEARCH_SPACE}
+        knobs = knob_values(trial)
         preset = preset_for(family, knobs)
         keeps = degrees_close(preset_degrees(preset), real_degrees(family))
         ratios = measure_ratios(preset, family, SEARCH_MODELS, SELECTION_SEEDS, pool) if keeps else None
@@ -324,10 +343,10 @@ TRIALS_FILE = "calibration_trials.csv"
 
 def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: int = 2,
                reuse_trials: bool = False, reference: Path = REFERENCE,
-               echo: Callable[[str], None] = print) -> dict[str, SyntheticPreset]:
-    """Stage 1 for the families: search (or, with ``reuse_trials``, take the committed trials of a
-    family that has ``n_trials`` of them: the search is deterministic), select, then write the
-    calibrated presets (other families' rows kept) and every trial and candidate."""
+               echo: Callable[[str], None] = print, seeds: Sequence[int] = SEARCH_SEEDS) -> dict[str, SyntheticPreset]:
+    """Stage 1 for the families: search with ``seeds`` per trial (or, with ``reuse_trials``, take the
+    committed trials of a family that has ``n_trials`` of them: the search is deterministic), select,
+    then write the calibrated presets (other families' rows kept) and every trial and candidate."""
     from .files import write_atomic
     from .synthetic import read_calibrated_presets
 
@@ -349,7 +368,8 @@ def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: 
                 echo(f"{family}: reusing the {n_trials} committed trials")
                 searched = own
             else:
-                searched = search(family, n_trials, pool, on_trial=line)
+                searched = search(family, n_trials, pool, on_trial=line, seeds=seeds).assign(
+                    search_seeds=" ".join(map(str, seeds)))
             preset, candidates = select(family, searched, pool)
             presets[calibrated_name(family)] = (family, preset)
             write_presets(presets, reference / CALIBRATED_FILE)

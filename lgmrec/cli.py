@@ -297,6 +297,9 @@ def _add_calibrate(commands) -> None:
     command.add_argument("--reuse-trials", action="store_true",
                          help="take a family's committed trials where there are --trials of them (the search is "
                               "deterministic) and only select and measure its preset again")
+    command.add_argument("--search-seeds", type=int, nargs="+", default=[999],
+                         help="seeds each search trial trains with (default %(default)s; more: a less noisy "
+                              "objective, proportionally slower)")
     command.add_argument("--workers", type=int, default=2, help="parallel runs (default %(default)s)")
     command.add_argument("--results", default=None, help="results folder of the measure stage")
     command.set_defaults(func=run_calibrate_command)
@@ -308,7 +311,7 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
     if args.trials < 1 or args.workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
     if args.stage in ("search", "all"):
-        calibration.run_search(args.families, args.trials, args.workers, args.reuse_trials)
+        calibration.run_search(args.families, args.trials, args.workers, args.reuse_trials, seeds=args.search_seeds)
     if args.stage in ("measure", "all"):
         path = calibration.run_measure(args.workers, args.results)
         print(f"written: {path}")

@@ -45,6 +45,22 @@ def test_optimise_finds_a_known_optimum_deterministically():
     pd.testing.assert_frame_equal(rows, rows_again)
 
 
+def test_integer_knobs_are_searched_as_integers_and_kept_as_such():
+    """An integer knob (both bounds int) is suggested as an int; knob_values rounds floats to 3
+    digits, keeps ints, and leaves out knobs a trial's row lacks (an older search's)."""
+    target = pd.Series({"lightgcn": 1.0, "a": 0.8, "b": 1.2, "c": 1.4})
+
+    def measure(knobs):
+        assert isinstance(knobs["n"], int)
+        return pd.Series({"lightgcn": 1.0, "a": 0.8 + 0.05 * abs(knobs["n"] - 5), "b": 1.2, "c": 1.4})
+
+    best, rows = C.optimise(measure, target, 25, space={"n": (1, 12, False)})
+    assert best["n"] == 5 and rows["loss"].min() < 1e-9
+    row = pd.Series({"sharpness": 1.23456, "n_clusters": 31.0, "trial": 3})
+    assert C.knob_values(row) == {"sharpness": 1.23, "n_clusters": 31}
+    assert isinstance(C.knob_values(row)["n_clusters"], int)
+
+
 def test_the_real_objective_on_a_tiny_preset():
     """Real training (BPR, LightGCN; protocol defaults) through the search's measurement."""
     preset = replace(TINY, n_users=200)
@@ -107,8 +123,8 @@ def test_the_committed_knobs_reproduce_the_committed_selection():
             chosen = trials[(trials["family"] == family) & (trials["selected"] == True)]  # noqa: E712
             assert len(chosen) == 1, family
             preset = COMMITTED[C.calibrated_name(family)]
-            assert {k: getattr(preset, k) for k in C.SEARCH_SPACE} == pytest.approx(
-                {k: chosen.iloc[0][k] for k in C.SEARCH_SPACE})
+            knobs = C.knob_values(chosen.iloc[0])
+            assert {k: getattr(preset, k) for k in knobs} == pytest.approx(knobs)
             ratios = C.measure_ratios(preset, family, C.SEARCH_MODELS, C.SELECTION_SEEDS, pool)
             for model in C.SEARCH_MODELS:
                 assert ratios[model] == pytest.approx(chosen.iloc[0][f"ratio_{model}"], abs=0.01), (family, model)

@@ -55,13 +55,15 @@ def knobs_table() -> Table | Html:
     frame = pd.DataFrame(columns)
     frame = frame[[c for f in calibration.FAMILIES for c in frame.columns if c[0] == f]]
     frame.index.name = "knob"
-    searched = frame.index.isin(list(calibration.SEARCH_SPACE))
+    trials_path = calibration.REFERENCE / calibration.TRIALS_FILE
+    trials = pd.read_csv(trials_path) if trials_path.is_file() else pd.DataFrame(columns=["family"])
     bold = pd.DataFrame(False, index=frame.index, columns=frame.columns)
-    bold.loc[searched, [c for c in frame.columns if c[1] == "calibrated"]] = True
+    for column in [c for c in frame.columns if c[1] == "calibrated"]:
+        bold.loc[frame.index.isin(calibration.searched_knobs(trials, column[0])), column] = True
     return Table(frame, "calibration-knobs", bold=bold, digits=3,
                  caption="The generator's knobs (lgmrec.synthetic.SyntheticPreset) of the calibrated presets "
                          "(synth-<family>-mini-cal) and of the uncalibrated -mini presets",
-                 note="Bold: searched by the calibration (Optuna TPE, seed 0, over lgmrec.calibration.SEARCH_SPACE). "
+                 note="Bold: searched by the family's calibration (Optuna TPE, seed 0; lgmrec.calibration.SEARCH_SPACE). "
                       "n_items, mean_interactions, popularity_exponent and activity_dispersion are not searched: "
                       "they are fitted so that the filtered data keep the real dataset's interactions per user and "
                       "per item and its degree skew (next table).")
