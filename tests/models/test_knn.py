@@ -140,3 +140,23 @@ def test_invalid_k_and_missing_modalities(features, tiny_data):
     with pytest.raises(ConfigError, match="audio"):
         knn.select_features(tiny_data, ("audio",))
     assert list(knn.select_features(tiny_data, ("text", "image"))) == ["image", "text"]
+
+
+def test_gather_propagate_gives_the_bits_of_fancy_indexing_and_its_gradients():
+    """index_select's gather and backward against ``x[indices]``'s (deterministic mode, as training)."""
+    from lgmrec.training import deterministic_algorithms
+
+    deterministic_algorithms()
+    g = torch.Generator().manual_seed(0)
+    indices = torch.randint(50, (50, 7), generator=g)
+    weights = torch.rand(50, 7, generator=g, requires_grad=True)
+    x = torch.randn(50, 16, generator=g, requires_grad=True)
+    upstream = torch.randn(50, 16, generator=g)
+    results = []
+    for propagate in (knn.gather_propagate, lambda i, w, h: (w.unsqueeze(-1) * h[i]).sum(dim=1)):
+        x.grad = weights.grad = None
+        out = propagate(indices, weights, x)
+        out.backward(upstream)
+        results.append((out.detach(), x.grad, weights.grad))
+    for ours, fancy in zip(*results):
+        assert torch.equal(ours, fancy)
