@@ -80,6 +80,7 @@ from .knn import (
     cached_knn_graph,
     combine_graphs,
     feature_tensors,
+    gather,
     gather_propagate,
     learned_knn,
     select_features,
@@ -189,7 +190,7 @@ class LATTICE(Recommender):
         scale = degree.pow(-0.5)
         scale = torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
         learned = {
-            m: (indices, weights[i] * values * scale.unsqueeze(1) * scale[indices])
+            m: (indices, weights[i] * values * scale.unsqueeze(1) * gather(scale, indices))
             for i, (m, (indices, values)) in enumerate(neighbours.items())
         }
         return ItemGraph(learned, weights)

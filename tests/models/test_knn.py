@@ -160,3 +160,21 @@ def test_gather_propagate_gives_the_bits_of_fancy_indexing_and_its_gradients():
         results.append((out.detach(), x.grad, weights.grad))
     for ours, fancy in zip(*results):
         assert torch.equal(ours, fancy)
+
+
+def test_gather_of_a_vector_gives_the_bits_of_fancy_indexing_and_its_gradient():
+    from lgmrec.training import deterministic_algorithms
+
+    deterministic_algorithms()
+    g = torch.Generator().manual_seed(1)
+    indices = torch.randint(40, (40, 5), generator=g)
+    scale = torch.rand(40, generator=g, requires_grad=True)
+    upstream = torch.randn(40, 5, generator=g)
+    results = []
+    for gathered in (lambda: knn.gather(scale, indices), lambda: scale[indices]):
+        scale.grad = None
+        out = gathered()
+        out.backward(upstream)
+        results.append((out.detach(), scale.grad))
+    for ours, fancy in zip(*results):
+        assert torch.equal(ours, fancy)
