@@ -295,16 +295,19 @@ def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd
 
 
 def search(family: str, n_trials: int, pool: ProcessPoolExecutor,
-           on_trial: Callable[[dict], None] | None = None, seeds: Sequence[int] = SEARCH_SEEDS) -> pd.DataFrame:
-    """Stage 1's search for one family: every trial's row (each trial trained with ``seeds``)."""
+           on_trial: Callable[[dict], None] | None = None, seeds: Sequence[int] = SEARCH_SEEDS,
+           knobs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Stage 1's search for one family over ``knobs`` (default: all of :data:`SEARCH_SPACE`): every
+    trial's row (each trial trained with ``seeds``), with the seeds and knobs it searched."""
     def measure(knobs: dict[str, float]) -> pd.Series | None:
         preset = preset_for(family, knobs)
         if not degrees_close(preset_degrees(preset), real_degrees(family)):
             return None
         return measure_ratios(preset, family, SEARCH_MODELS, seeds, pool)
 
-    _, rows = optimise(measure, published_ratios(family), n_trials, on_trial=on_trial)
-    return rows.assign(family=family)
+    space = {k: SEARCH_SPACE[k] for k in knobs or SEARCH_SPACE}
+    _, rows = optimise(measure, published_ratios(family), n_trials, space=space, on_trial=on_trial)
+    return rows.assign(family=family, search_seeds=" ".join(map(str, seeds)), search_knobs=" ".join(space))
 
 
 CANDIDATES = 3  # the best trials measured again before one is chosen
@@ -343,8 +346,9 @@ TRIALS_FILE = "calibration_trials.csv"
 
 def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: int = 2,
                reuse_trials: bool = False, reference: Path = REFERENCE,
-               echo: Callable[[str], None] = print, seeds: Sequence[int] = SEARCH_SEEDS) -> dict[str, SyntheticPreset]:
-    """Stage 1 for the families: search with ``seeds`` per trial (or, with ``reuse_trials``, take the
+               echo: Callable[[str], None] = print, seeds: Sequence[int] = SEARCH_SEEDS,
+               knobs: Sequence[str] | None = None) -> dict[str, SyntheticPreset]:
+    """Stage 1 for the families: search ``knobs`` with ``seeds`` per trial (or, with ``reuse_trials``, take the
     committed trials of a family that has ``n_trials`` of them: the search is deterministic), select,
     then write the calibrated presets (other families' rows kept) and every trial and candidate."""
     from .files import write_atomic
@@ -368,8 +372,7 @@ def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: 
                 echo(f"{family}: reusing the {n_trials} committed trials")
                 searched = own
             else:
-                searched = search(family, n_trials, pool, on_trial=line, seeds=seeds).assign(
-                    search_seeds=" ".join(map(str, seeds)))
+                searched = search(family, n_trials, pool, on_trial=line, seeds=seeds, knobs=knobs)
             preset, candidates = select(family, searched, pool)
             presets[calibrated_name(family)] = (family, preset)
             write_presets(presets, reference / CALIBRATED_FILE)

@@ -281,7 +281,7 @@ def run_power_command(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(commands) -> None:
-    from .calibration import FAMILIES
+    from .calibration import FAMILIES, SEARCH_SPACE
 
     command = commands.add_parser(
         "calibrate", help="fit the embedded testbed's generator to the published baselines' ratios",
@@ -297,6 +297,8 @@ def _add_calibrate(commands) -> None:
     command.add_argument("--reuse-trials", action="store_true",
                          help="take a family's committed trials where there are --trials of them (the search is "
                               "deterministic) and only select and measure its preset again")
+    command.add_argument("--knobs", nargs="+", choices=list(SEARCH_SPACE), default=None,
+                         help="the knobs to search (default: all of lgmrec.calibration.SEARCH_SPACE)")
     command.add_argument("--search-seeds", type=int, nargs="+", default=[999],
                          help="seeds each search trial trains with (default %(default)s; more: a less noisy "
                               "objective, proportionally slower)")
@@ -311,7 +313,8 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
     if args.trials < 1 or args.workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
     if args.stage in ("search", "all"):
-        calibration.run_search(args.families, args.trials, args.workers, args.reuse_trials, seeds=args.search_seeds)
+        calibration.run_search(args.families, args.trials, args.workers, args.reuse_trials, seeds=args.search_seeds,
+                               knobs=args.knobs)
     if args.stage in ("measure", "all"):
         path = calibration.run_measure(args.workers, args.results)
         print(f"written: {path}")

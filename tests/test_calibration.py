@@ -155,3 +155,25 @@ def test_a_malformed_presets_file_is_one_error_naming_it(tmp_path):
 def test_calibrate_command_rejects_bad_options(capsys):
     assert main(["calibrate", "search", "--trials", "0"]) == 2
     assert "--trials" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "search", "--knobs", "no_such_knob"])
+    assert "no_such_knob" in capsys.readouterr().err
+
+
+def test_a_search_over_some_knobs_records_them_and_its_seeds(monkeypatch):
+    """The knobs and seeds a family's trials were searched with go into its rows (the command that
+    reproduces them); the measure is stubbed: this is about the bookkeeping."""
+    seen = []
+
+    def fake_ratios(preset, family, models, seeds, pool):
+        seen.append((preset.sharpness, preset.n_clusters, tuple(seeds)))
+        return pd.Series({m: 1.0 + i * preset.sharpness / 10 for i, m in enumerate((C.REFERENCE_MODEL, *models))})
+
+    monkeypatch.setattr(C, "measure_ratios", fake_ratios)
+    monkeypatch.setattr(C, "preset_for", lambda family, knobs: replace(TINY, **knobs))
+    monkeypatch.setattr(C, "degrees_close", lambda got, target: True)
+    monkeypatch.setattr(C, "preset_degrees", lambda preset: None)
+    rows = C.search("baby", 3, pool=None, seeds=(999, 1), knobs=["sharpness"])
+    assert set(rows["search_knobs"]) == {"sharpness"} and set(rows["search_seeds"]) == {"999 1"}
+    assert "n_clusters" not in rows.columns and len({s for s, _, _ in seen}) == 3
+    assert {n for _, n, _ in seen} == {TINY.n_clusters} and {s for _, _, s in seen} == {(999, 1)}
