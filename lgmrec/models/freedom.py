@@ -74,6 +74,7 @@ from .knn import (
     select_features,
     symmetric_normalize_binary,
 )
+from .lightgcn import layer_mean
 
 
 
@@ -119,7 +120,7 @@ def symmetric_lightgcn(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int
     layers = [ego]
     for _ in range(n_layers):
         layers.append(graph.symmetric_spmm(adjacency, layers[-1]))
-    return torch.stack(layers, dim=0).mean(dim=0)
+    return layer_mean(layers)
 
 
 class FREEDOM(Recommender):

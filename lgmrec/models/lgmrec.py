@@ -59,6 +59,7 @@ from . import ModelSpec
 from .base import (Embeddings, Recommender, bpr_loss, distinct_ids, frobenius_norm, normalize_rows, rows_of,
                    xavier_embedding)
 from .infonce import summed_info_nce
+from .lightgcn import lightgcn_embeddings
 from .presets import lgmrec_presets
 
 
@@ -245,14 +246,7 @@ class LGMRec(Recommender):
         ego = torch.cat([self.user_embedding, self.item_embedding])
         if self.config.cf_model == "mf":
             return ego
-        layers = graph.propagate(self.norm_adjacency, ego, self.config.n_ui_layers)
-        if len(layers) == 1:
-            return ego
-        # the layers' mean summed in place: no stacked (L + 1) x n x d copy, one buffer
-        mean = layers[0] + layers[1]
-        for layer in layers[2:]:
-            mean += layer
-        return mean.div_(len(layers))
+        return lightgcn_embeddings(self.norm_adjacency, ego, self.config.n_ui_layers)
 
     def modality_graph(
         self, item_features: torch.Tensor, user_features: torch.Tensor, rows: graph.SparseRows | None = None

