@@ -6,7 +6,8 @@ from lgmrec import calibration as C
 from lgmrec import stats
 from lgmrec.collect import collect
 from lgmrec.report import BookContext
-from lgmrec.report.calibration import degrees_table, fit_tables, held_out_frame, held_out_table, knobs_table
+from lgmrec.report.calibration import (degrees_table, fit_tables, held_out_frame, held_out_table, knobs_table,
+                                       reference_stopping, stopping_split)
 from lgmrec.report.display import Html, Table
 from lgmrec.synthetic import read_calibrated_presets
 
@@ -52,6 +53,13 @@ def test_held_out_check_on_a_calibrated_preset(store):
     assert row["C2"] in stats.VERDICTS and row["C3"] in stats.VERDICTS
     table = held_out_table(ctx)
     assert isinstance(table, Table) and "prediction on data fitted to the 13 baselines only" in table.note
+    assert reference_stopping(ctx).empty and "stops at two points" not in table.note  # 2 epochs: one point
+
+
+def test_stopping_split_finds_two_stopping_points_only_across_a_wide_gap():
+    assert stopping_split([18, 22, 24, 41, 169, 250]) == 41  # the Baby-like preset's LightGCN, 2026-12-06
+    assert stopping_split([58, 71, 86, 109, 147, 177, 210]) is None  # no jump above 40 epochs
+    assert stopping_split([30]) is None and stopping_split([]) is None
 
 
 def test_held_out_check_says_not_run_off_the_calibrated_presets(smoke_results):
