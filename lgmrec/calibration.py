@@ -269,11 +269,13 @@ def score_row(label, knobs: Mapping[str, float], ratios: pd.Series | None, targe
 
 def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd.Series, n_trials: int,
              space: Mapping[str, tuple[float, float, bool]] = SEARCH_SPACE, seed: int = 0,
-             on_trial: Callable[[dict], None] | None = None) -> tuple[dict[str, float], pd.DataFrame]:
+             on_trial: Callable[[dict], None] | None = None,
+             exact: Callable[[dict[str, float]], dict[str, float]] = dict) -> tuple[dict[str, float], pd.DataFrame]:
     """Minimise :func:`fit_score`'s loss of ``measure(knobs)`` against ``target`` with Optuna's TPE
     sampler (seeded; trials one after another, so the same measure gives the same search). A
     ``measure`` returning None (or a NaN ratio: a failed run) marks knobs as infeasible: loss
-    :data:`INFEASIBLE_LOSS`."""
+    :data:`INFEASIBLE_LOSS`. ``exact`` maps the sampler's values to the knobs measured and recorded
+    (the search's: :func:`knob_values`, the digits a committed preset keeps)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -282,6 +284,7 @@ def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd
     def objective(trial: "optuna.Trial") -> float:
         knobs = {k: trial.suggest_int(k, lo, hi, log=log) if isinstance(lo, int) and isinstance(hi, int)
                  else trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in space.items()}
+        knobs = exact(knobs)
         row = score_row(trial.number, knobs, measure(knobs), target)
         rows.append(row)
         if on_trial:
@@ -306,7 +309,9 @@ def search(family: str, n_trials: int, pool: ProcessPoolExecutor,
         return measure_ratios(preset, family, SEARCH_MODELS, seeds, pool)
 
     space = {k: SEARCH_SPACE[k] for k in knobs or SEARCH_SPACE}
-    _, rows = optimise(measure, published_ratios(family), n_trials, space=space, on_trial=on_trial)
+    # a trial measures its knobs as a preset would keep them: any other digit is another data draw
+    _, rows = optimise(measure, published_ratios(family), n_trials, space=space, on_trial=on_trial,
+                       exact=knob_values)
     return rows.assign(family=family, search_seeds=" ".join(map(str, seeds)), search_knobs=" ".join(space))
 
 

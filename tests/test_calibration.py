@@ -160,7 +160,7 @@ def test_calibrate_command_rejects_bad_options(capsys):
     assert "no_such_knob" in capsys.readouterr().err
 
 
-def test_a_search_over_some_knobs_records_them_and_its_seeds(monkeypatch):
+def test_a_search_records_its_knobs_rounded_and_its_seeds(monkeypatch):
     """The knobs and seeds a family's trials were searched with go into its rows (the command that
     reproduces them); the measure is stubbed: this is about the bookkeeping."""
     seen = []
@@ -175,5 +175,7 @@ def test_a_search_over_some_knobs_records_them_and_its_seeds(monkeypatch):
     monkeypatch.setattr(C, "preset_degrees", lambda preset: None)
     rows = C.search("baby", 3, pool=None, seeds=(999, 1), knobs=["sharpness"])
     assert set(rows["search_knobs"]) == {"sharpness"} and set(rows["search_seeds"]) == {"999 1"}
+    # measured and recorded as a committed preset keeps them (3 digits): what is selected is what was measured
+    assert all(float(f"{v:.3g}") == v for v in rows["sharpness"]) and {s for s, _, _ in seen} == set(rows["sharpness"])
     assert "n_clusters" not in rows.columns and len({s for s, _, _ in seen}) == 3
     assert {n for _, n, _ in seen} == {TINY.n_clusters} and {s for _, _, s in seen} == {(999, 1)}
