@@ -8,11 +8,12 @@ ablations are not in the objective: they are the held-out check.
 
 Two stages, both deterministic (fixed seeds, one torch thread per run, trials one after another):
 
-1. search: Optuna's TPE sampler (seed 0) over :data:`SEARCH_SPACE`; a trial generates the preset
+1. search: Optuna's TPE sampler (seed 0) over :data:`SEARCH_SPACE` (or some of its knobs); a
+   trial takes its knobs to the digits a preset keeps (:func:`knob_values`), generates the preset
    with its size and skew knobs fitted to the released dataset's degrees (:func:`fit_degrees`;
    knobs that cannot keep them are rejected untrained) and trains the :data:`SEARCH_MODELS` (the
-   baselines without the two slowest) at their defaults with one seed; its loss is
-   :func:`fit_score`'s (a failed run rejects the trial). The 3 best trials, knobs to 3 digits, are
+   baselines without the two slowest) at their defaults with the given seeds (default one); its
+   loss is :func:`fit_score`'s (a failed run rejects the trial). The 3 best trials, knobs to 3 digits, are
    measured again with two seeds and the best of them becomes the calibrated preset
    (``reference/calibrated_presets.csv``); every trial and candidate goes to
    ``reference/calibration_trials.csv``.
@@ -79,6 +80,8 @@ def knob_values(row: Mapping[str, float]) -> dict[str, float | int]:
     were in :data:`SEARCH_SPACE`) keep the preset's default."""
     present = {k: row[k] for k in SEARCH_SPACE if k in row and pd.notna(row[k])}
     return {k: int(round(v)) if isinstance(SEARCH_SPACE[k][0], int) else float(f"{v:.3g}") for k, v in present.items()}
+
+
 RANK_WEIGHT = 0.1  # loss = mean absolute ratio error + RANK_WEIGHT * (1 - Spearman)
 TARGET_SPEARMAN, TARGET_MEDIAN_ERROR = 0.9, 0.05  # the issue's target per dataset
 REFERENCE = Path(__file__).parent / "reference"
