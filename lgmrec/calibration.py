@@ -366,7 +366,7 @@ def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: 
 
     presets = {name: (dataset_family(name), p) for name, p in read_calibrated_presets(reference / CALIBRATED_FILE).items()}
     trials_path = reference / TRIALS_FILE
-    trials = pd.read_csv(trials_path) if trials_path.is_file() else pd.DataFrame(columns=["family", "trial"])
+    trials = read_trials(trials_path)
     with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
         for family in families:
             def line(row: dict) -> None:
@@ -456,6 +456,11 @@ def fit_table(store) -> pd.DataFrame:
                 row[f"{stage}_seeds"] = int(found["count"]) if found is not None else 0
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def read_trials(path: Path = REFERENCE / TRIALS_FILE) -> pd.DataFrame:
+    """The committed search's trials and candidates (no rows before the first search)."""
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["family", "trial"])
 
 
 def read_fit(path: Path = REFERENCE / FIT_FILE) -> pd.DataFrame:

@@ -80,7 +80,6 @@ from .knn import (
     cached_knn_graph,
     combine_graphs,
     feature_tensors,
-    gather,
     gather_propagate,
     learned_knn,
     select_features,
@@ -190,7 +189,7 @@ class LATTICE(Recommender):
         scale = degree.pow(-0.5)
         scale = torch.where(torch.isfinite(scale), scale, torch.zeros_like(scale))
         learned = {
-            m: (indices, weights[i] * values * scale.unsqueeze(1) * gather(scale, indices))
+            m: (indices, weights[i] * values * scale.unsqueeze(1) * rows_of(scale, indices))
             for i, (m, (indices, values)) in enumerate(neighbours.items())
         }
         return ItemGraph(learned, weights)

@@ -278,11 +278,10 @@ class LGMRec(Recommender):
             ordered = [z + noise for z, noise in zip(ordered, gumbel_noise(ordered))]
         soft = [softmax_rows(z / self.config.tau) for z in ordered]
         result = {m: (soft[2 * i], soft[2 * i + 1]) for i, m in enumerate(self.modalities)}
-        user_logits = {m: logits[m][1] for m in self.modalities}
         if self.config.hyperedge_bug:
             first, second = self.modalities[:2]
             result[first] = (result[first][0], result[second][1])
-            result[second] = (result[second][0], user_logits[second])
+            result[second] = (result[second][0], logits[second][1])
         return result
 
     def _parts(

@@ -55,8 +55,7 @@ def knobs_table() -> Table | Html:
     frame = pd.DataFrame(columns)
     frame = frame[[c for f in calibration.FAMILIES for c in frame.columns if c[0] == f]]
     frame.index.name = "knob"
-    trials_path = calibration.REFERENCE / calibration.TRIALS_FILE
-    trials = pd.read_csv(trials_path) if trials_path.is_file() else pd.DataFrame(columns=["family"])
+    trials = calibration.read_trials()
     bold = pd.DataFrame(False, index=frame.index, columns=frame.columns)
     for column in [c for c in frame.columns if c[1] == "calibrated"]:
         bold.loc[frame.index.isin(calibration.searched_knobs(trials, column[0])), column] = True
@@ -132,10 +131,9 @@ def trials_figure():
     """The search: each trial's loss per family, and the running best."""
     import matplotlib.pyplot as plt
 
-    path = calibration.REFERENCE / calibration.TRIALS_FILE
-    if not path.is_file():
+    trials = calibration.read_trials()
+    if trials.empty:
         return paragraph("No calibration trials are committed yet.")
-    trials = pd.read_csv(path)
     trials["trial"] = pd.to_numeric(trials["trial"], errors="coerce")  # the candidates' rows: NaN
     trials = trials.dropna(subset=["trial"])
     fig, ax = plt.subplots(figsize=(7, 3))

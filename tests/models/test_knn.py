@@ -9,6 +9,7 @@ from lgmrec.cache import fingerprint
 from lgmrec.errors import ConfigError
 from lgmrec.graph import to_torch
 from lgmrec.models import knn
+from lgmrec.models.base import rows_of
 
 
 @pytest.fixture
@@ -171,7 +172,7 @@ def test_gather_of_a_vector_gives_the_bits_of_fancy_indexing_and_its_gradient():
     scale = torch.rand(40, generator=g, requires_grad=True)
     upstream = torch.randn(40, 5, generator=g)
     results = []
-    for gathered in (lambda: knn.gather(scale, indices), lambda: scale[indices]):
+    for gathered in (lambda: rows_of(scale, indices), lambda: scale[indices]):
         scale.grad = None
         out = gathered()
         out.backward(upstream)
