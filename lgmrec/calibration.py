@@ -16,11 +16,16 @@ Two stages, both deterministic (fixed seeds, one torch thread per run, trials on
    loss is :func:`fit_score`'s (a failed run rejects the trial). The 3 best trials, knobs to 3 digits, are
    measured again with two seeds and the best of them becomes the calibrated preset
    (``reference/calibrated_presets.csv``); every trial and candidate goes to
-   ``reference/calibration_trials.csv``.
+   ``reference/calibration_trials.csv``. With the "design" objective a trial is the measure itself
+   (:func:`measure_design_ratios`) and the best trial is taken as measured; ``local`` searches
+   around the committed preset.
 2. measure: the embedded profile's own design (reduced tuning, then 5 seeds) on the uncalibrated
    presets (profile ``embedded-v1``) and on the calibrated ones (``embedded``), run through the
    grid; every model's ratio before and after (the 13 baselines, and LGMRec, held out) goes to
    ``reference/calibration_fit.csv``.
+
+:func:`rule_recalls` says what a preset leaves the baselines to differ by: MostPop's Recall@20 and
+the oracle's (the generator's own logits), next to MostPop on the released files.
 
 The published values are each paper's best test numbers (test-selected maxima, see the Methods
 chapter): the presets are fitted to what the literature reports, not to what the baselines would
@@ -30,7 +35,7 @@ score under this suite's protocol on the real files.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -38,10 +43,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from . import literature
 from .errors import ConfigError
+from .models.base import Embeddings, Recommender
 from .synthetic import CALIBRATED_FILE, MINI_FEATURES, SyntheticPreset, generate
 
 FAMILIES = ("baby", "sports", "clothing")
@@ -94,7 +101,7 @@ def published_ratios(family: str, models: Sequence[str] = BASELINES) -> pd.Serie
     """Published Recall@20 of each model over LightGCN's on the family's real dataset."""
     from .models import get_model_spec
 
-    base = literature.published_value(family, get_model_spec(REFERENCE_MODEL).label)
+    base = published_lightgcn_recall(family)
     values = {m: literature.published_value(family, get_model_spec(m).label) for m in models}
     missing = [m for m, v in values.items() if v is None]
     if base is None or missing:
@@ -242,14 +249,147 @@ def _train(preset: SyntheticPreset, name: str, model: str, seed: int) -> float:
 RUN_ORDER = ("micro", "mmgcn", "mgcn", "bm3", "freedom", "lattice")  # slowest first: the pool stays busy
 
 
-def measure_ratios(preset: SyntheticPreset, family: str, models: Sequence[str], seeds: Sequence[int],
-                   pool: ProcessPoolExecutor) -> pd.Series:
-    """Mean test Recall@20 of each model (defaults, the given seeds) over LightGCN's."""
+def measure_recalls(preset: SyntheticPreset, family: str, models: Sequence[str], seeds: Sequence[int],
+                    pool: ProcessPoolExecutor) -> pd.Series:
+    """Mean test Recall@20 of each model and LightGCN (defaults, the given seeds)."""
     name = f"calibration-{family}"  # the family in the name picks each model's per-dataset preset
     order = sorted(set(models) | {REFERENCE_MODEL}, key=lambda m: RUN_ORDER.index(m) if m in RUN_ORDER else 99)
     jobs = {(m, s): pool.submit(_train, preset, name, m, s) for m in order for s in seeds}
-    recall = pd.Series({m: np.mean([jobs[m, s].result() for s in seeds]) for m in order})
+    return pd.Series({m: np.mean([jobs[m, s].result() for s in seeds]) for m in order})
+
+
+def measure_ratios(preset: SyntheticPreset, family: str, models: Sequence[str], seeds: Sequence[int],
+                   pool: ProcessPoolExecutor) -> pd.Series:
+    """Mean test Recall@20 of each model (defaults, the given seeds) over LightGCN's."""
+    recall = measure_recalls(preset, family, models, seeds, pool)
     return (recall / recall[REFERENCE_MODEL]).rename("reproduced")
+
+
+DESIGN_PROFILE = "embedded"  # the measure's design (its tuning grids, tuning seed, seeds and training settings)
+
+
+def design_seeds() -> tuple[int, ...]:
+    from .grids import get_profile
+
+    return get_profile(DESIGN_PROFILE).seeds
+
+
+def _design_run(preset: SyntheticPreset, name: str, model: str, point: tuple, seed: int) -> dict:
+    """One run as the measure's grid trains it (the profile's training settings, ``point``'s
+    overrides): its status and validation and test metrics, what :func:`lgmrec.tuning.choose` reads."""
+    from .grids import get_profile
+    from .resolve import resolve_run
+    from .training import train_model
+
+    data = _dataset(preset, name)
+    resolved = resolve_run(model, data.name, dict(point), get_profile(DESIGN_PROFILE).train)
+    result = train_model(data, resolved.model, model_config=resolved.model_config,
+                         train_config=resolved.train_config, seed=seed, preset=resolved.preset)
+    return {"status": result.status, "valid": result.valid, "test": result.test}
+
+
+def measure_design_ratios(preset: SyntheticPreset, family: str, pool: ProcessPoolExecutor,
+                          models: Sequence[str] = BASELINES, seeds: Sequence[int] | None = None) -> pd.Series:
+    """Mean test Recall@20 over LightGCN's as the measure stage computes it, in this process's pool:
+    each tuned model's reduced grid on the tuning seed, the point with the best validation Recall@20
+    (:func:`lgmrec.tuning.choose`), then the profile's seeds at that point (the tuning seed's run is
+    the tuning run itself). A failed run at the chosen point gives NaN. ``seeds``: other seeds than
+    the profile's (a check out of the sample a search selected on; the tuning seed stays)."""
+    from .grids import get_profile, items
+    from .tuning import choose
+
+    profile = get_profile(DESIGN_PROFILE)
+    seeds = tuple(seeds or profile.seeds)
+    name = f"calibration-{family}"
+    order = sorted(set(models) | {REFERENCE_MODEL}, key=lambda m: RUN_ORDER.index(m) if m in RUN_ORDER else 99)
+    runs: dict[tuple, Future] = {}
+
+    def submit(model: str, point: tuple, seed: int) -> Future:
+        if (model, point, seed) not in runs:
+            runs[model, point, seed] = pool.submit(_design_run, preset, name, model, point, seed)
+        return runs[model, point, seed]
+
+    tuning = {m: [items(p) for p in profile.tuning_points(m)] for m in order if profile.is_tuned(m)}
+    chosen = {m: () for m in order if m not in tuning}
+    for model in order:  # the tuning runs first (slowest models first), the untuned models' seeds after
+        for point in tuning.get(model, []):
+            submit(model, point, profile.tuning_seed)
+    for model, point in chosen.items():
+        for seed in seeds:
+            submit(model, point, seed)
+    while len(chosen) < len(order):  # a tuned model's seeds as soon as its grid is done
+        waiting = [runs[m, p, profile.tuning_seed] for m in tuning if m not in chosen for p in tuning[m]]
+        wait(waiting, return_when=FIRST_COMPLETED)
+        for model, points in tuning.items():
+            if model not in chosen and all(runs[model, p, profile.tuning_seed].done() for p in points):
+                choice = choose([dict(p) for p in points], [runs[model, p, profile.tuning_seed].result() for p in points])
+                chosen[model] = items(choice.validation_point)
+                for seed in seeds:
+                    submit(model, chosen[model], seed)
+
+    def recall(model: str) -> float:
+        results = [runs[model, chosen[model], seed].result() for seed in seeds]
+        return float(np.mean([r["test"]["recall@20"] if r["status"] == "ok" else math.nan for r in results]))
+
+    recalls = pd.Series({m: recall(m) for m in order})
+    return (recalls / recalls[REFERENCE_MODEL]).rename("reproduced")
+
+
+# ---------------------------------------------------------------------------- what a preset allows
+
+
+class _FixedScores(Recommender):
+    """A ranking rule as a model: the scores ``users @ items.T`` of two fixed tables."""
+
+    pure_eval_forward = True
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor):
+        super().__init__()
+        self.register_buffer("user_table", users)
+        self.register_buffer("item_table", items)
+
+    def forward(self) -> Embeddings:
+        return Embeddings(self.user_table, self.item_table)
+
+
+def rule_recalls(preset: SyntheticPreset, name: str = "synthetic") -> dict[str, float]:
+    """Test Recall@20 of two ranking rules on a preset's data, evaluated as every model is (the
+    protocol's split, training items masked): ``oracle``, the generator's own logits (the best any
+    model can do: no ratio to LightGCN can exceed oracle / LightGCN), and ``mostpop``, items by their
+    number of training interactions, ties to the lower id (what popularity alone earns; comparable
+    with MostPop on the released data, ``reference/mostpop_released.csv``)."""
+    from .evaluation import evaluate
+    from .synthetic import generate_with_truth
+
+    data, truth = generate_with_truth(preset, name=name)
+    logits = (torch.from_numpy(np.concatenate([truth.users, np.ones((data.n_users, 1))], axis=1)),
+              torch.from_numpy(np.concatenate([truth.items, truth.log_popularity[:, None]], axis=1)))
+    counts = np.bincount(data.splits["train"][:, 1], minlength=data.n_items).astype(np.float64)
+    order = counts * (data.n_items + 1) + (data.n_items - np.arange(data.n_items))  # exact in float64: ties by id
+    mostpop = (torch.ones(data.n_users, 1, dtype=torch.float64), torch.from_numpy(order[:, None]))
+    return {rule: evaluate(_FixedScores(*tables), data, "test", (20,)).means["recall@20"]
+            for rule, tables in (("oracle", logits), ("mostpop", mostpop))}
+
+
+def top_share(data, k: int = 20) -> float:
+    """The share of a dataset's interactions (every split) held by its ``k`` most popular items."""
+    degrees = np.bincount(np.concatenate(list(data.splits.values()))[:, 1], minlength=data.n_items)
+    return float(np.sort(degrees)[::-1][:k].sum() / degrees.sum())
+
+
+RELEASED_MOSTPOP_FILE = "mostpop_released.csv"
+
+
+def read_released_mostpop(path: Path = REFERENCE / RELEASED_MOSTPOP_FILE) -> pd.DataFrame:
+    """MostPop on the released datasets (scripts/real_mostpop.py): family, split, recall@20, ...;
+    empty where not computed."""
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["family", "split", "recall@20"])
+
+
+def published_lightgcn_recall(family: str) -> float:
+    from .models import get_model_spec
+
+    return literature.published_value(family, get_model_spec(REFERENCE_MODEL).label)
 
 
 # ---------------------------------------------------------------------------- search
@@ -273,12 +413,14 @@ def score_row(label, knobs: Mapping[str, float], ratios: pd.Series | None, targe
 def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd.Series, n_trials: int,
              space: Mapping[str, tuple[float, float, bool]] = SEARCH_SPACE, seed: int = 0,
              on_trial: Callable[[dict], None] | None = None,
-             exact: Callable[[dict[str, float]], dict[str, float]] = dict) -> tuple[dict[str, float], pd.DataFrame]:
+             exact: Callable[[dict[str, float]], dict[str, float]] = dict,
+             start: Mapping[str, float] | None = None) -> tuple[dict[str, float], pd.DataFrame]:
     """Minimise :func:`fit_score`'s loss of ``measure(knobs)`` against ``target`` with Optuna's TPE
     sampler (seeded; trials one after another, so the same measure gives the same search). A
     ``measure`` returning None (or a NaN ratio: a failed run) marks knobs as infeasible: loss
     :data:`INFEASIBLE_LOSS`. ``exact`` maps the sampler's values to the knobs measured and recorded
-    (the search's: :func:`knob_values`, the digits a committed preset keeps)."""
+    (the search's: :func:`knob_values`, the digits a committed preset keeps). ``start``: knobs
+    measured as the first trial (e.g. the committed preset's), the point to improve on."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -296,26 +438,78 @@ def optimise(measure: Callable[[dict[str, float]], pd.Series | None], target: pd
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, n_trials), multivariate=True)
     study = optuna.create_study(direction="minimize", sampler=sampler)
+    if start is not None:
+        study.enqueue_trial(dict(start))
     study.optimize(objective, n_trials=n_trials)
     return dict(study.best_params), pd.DataFrame(rows)
 
 
+OBJECTIVES = ("quick", "design")  # SEARCH_MODELS at their defaults with the search seeds | measure_design_ratios
+
+
+def local_space(center: Mapping[str, float], radius: float,
+                space: Mapping[str, tuple[float, float, bool]] = SEARCH_SPACE) -> dict[str, tuple[float, float, bool]]:
+    """``space`` narrowed around ``center``: each knob within ``radius`` times its range (on its
+    sampler's scale, log or linear) of the centre, inside its bounds; integers stay integers."""
+    narrowed = {}
+    for knob, (low, high, log) in space.items():
+        to, back = (math.log, math.exp) if log else (float, float)
+        half = radius * (to(high) - to(low))
+        a = max(low, back(to(center[knob]) - half))
+        b = min(high, back(to(center[knob]) + half))
+        if isinstance(low, int) and isinstance(high, int):
+            a, b = math.floor(a), math.ceil(b)
+        narrowed[knob] = (a, b, log)
+    return narrowed
+
+
+def committed_knobs(family: str, reference: Path = REFERENCE) -> dict[str, float | int]:
+    """The committed calibrated preset's value of every :data:`SEARCH_SPACE` knob, exactly (a default
+    such as ``modality_coverage`` 2/3 is not rounded: to 3 digits it would be other data)."""
+    from .synthetic import read_calibrated_presets
+
+    preset = read_calibrated_presets(reference / CALIBRATED_FILE).get(calibrated_name(family))
+    if preset is None:
+        raise ConfigError(f"{reference / CALIBRATED_FILE}: no committed preset {calibrated_name(family)} to start from")
+    return {k: getattr(preset, k) for k in SEARCH_SPACE}
+
+
 def search(family: str, n_trials: int, pool: ProcessPoolExecutor,
            on_trial: Callable[[dict], None] | None = None, seeds: Sequence[int] = SEARCH_SEEDS,
-           knobs: Sequence[str] | None = None) -> pd.DataFrame:
+           knobs: Sequence[str] | None = None, objective: str = "quick", local: float | None = None,
+           reference: Path = REFERENCE) -> pd.DataFrame:
     """Stage 1's search for one family over ``knobs`` (default: all of :data:`SEARCH_SPACE`): every
-    trial's row (each trial trained with ``seeds``), with the seeds and knobs it searched."""
+    trial's row, with the seeds, knobs and objective it searched. ``objective``: "quick" trains
+    :data:`SEARCH_MODELS` at their defaults with ``seeds``; "design" is the measure itself
+    (:func:`measure_design_ratios`: all 13 baselines, tuned, the profile's seeds). ``local``: search
+    within this share of each knob's range around the committed preset (:func:`local_space`), whose
+    knobs are the first trial."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"calibration objective {objective!r}: choose from {', '.join(OBJECTIVES)}")
+
     def measure(knobs: dict[str, float]) -> pd.Series | None:
         preset = preset_for(family, knobs)
         if not degrees_close(preset_degrees(preset), real_degrees(family)):
             return None
+        if objective == "design":
+            return measure_design_ratios(preset, family, pool)
         return measure_ratios(preset, family, SEARCH_MODELS, seeds, pool)
 
     space = {k: SEARCH_SPACE[k] for k in knobs or SEARCH_SPACE}
+    start = None
+    if local is not None:
+        centre = committed_knobs(family, reference)
+        space, start = local_space(centre, local, space), {k: centre[k] for k in space}
     # a trial measures its knobs as a preset would keep them: any other digit is another data draw
+    # (the committed preset's, the first trial of a local search, are kept exactly)
+    def exact(knobs: dict[str, float]) -> dict[str, float]:
+        return dict(knobs) if knobs == start else knob_values(knobs)
+
     _, rows = optimise(measure, published_ratios(family), n_trials, space=space, on_trial=on_trial,
-                       exact=knob_values)
-    return rows.assign(family=family, search_seeds=" ".join(map(str, seeds)), search_knobs=" ".join(space))
+                       exact=exact, start=start)
+    used_seeds = design_seeds() if objective == "design" else seeds
+    return rows.assign(family=family, search_seeds=" ".join(map(str, used_seeds)), search_knobs=" ".join(space),
+                       objective=objective, search_radius=local if local is not None else math.nan)
 
 
 CANDIDATES = 3  # the best trials measured again before one is chosen
@@ -326,12 +520,22 @@ def select(family: str, trials: pd.DataFrame, pool: ProcessPoolExecutor) -> tupl
     """The calibrated preset: of the :data:`CANDIDATES` best feasible trials, each with its knobs to
     3 digits (what the committed file says exactly) measured again with :data:`SELECTION_SEEDS`
     (one seed picks lucky trials; a rounded knob is new data), the one with the lowest loss that
-    keeps the degrees and has no failed run. Returns it and the candidates' rows (``selected``)."""
+    keeps the degrees and has no failed run. Returns it and the candidates' rows (``selected``).
+
+    Trials of the "design" objective were measured as the measure stage measures: the best one is
+    the only candidate, its row as measured (measuring it again would give the same numbers)."""
     target = published_ratios(family)
     feasible = trials[(trials["family"] == family) & (trials["loss"] < INFEASIBLE_LOSS)
                       & pd.to_numeric(trials["trial"], errors="coerce").notna()]
+    ranked = feasible.sort_values("loss", kind="stable")
+    if len(ranked) and ranked.get("objective", pd.Series(["quick"])).iloc[0] == "design":
+        trial = ranked.iloc[0]
+        row = {**trial.drop("family").to_dict(), "trial": f"candidate {int(float(trial['trial']))}"}
+        measured = {k: int(trial[k]) if isinstance(SEARCH_SPACE[k][0], int) else float(trial[k])
+                    for k in SEARCH_SPACE if k in trial and pd.notna(trial[k])}  # the trial's knobs, exactly
+        return preset_for(family, measured), pd.DataFrame([row]).assign(family=family, selected=True)
     rows, presets = [], []
-    for _, trial in feasible.sort_values("loss", kind="stable").head(CANDIDATES).iterrows():
+    for _, trial in ranked.head(CANDIDATES).iterrows():
         knobs = knob_values(trial)
         preset = preset_for(family, knobs)
         keeps = degrees_close(preset_degrees(preset), real_degrees(family))
@@ -355,7 +559,8 @@ TRIALS_FILE = "calibration_trials.csv"
 def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: int = 2,
                reuse_trials: bool = False, reference: Path = REFERENCE,
                echo: Callable[[str], None] = print, seeds: Sequence[int] = SEARCH_SEEDS,
-               knobs: Sequence[str] | None = None) -> dict[str, SyntheticPreset]:
+               knobs: Sequence[str] | None = None, objective: str = "quick",
+               local: float | None = None) -> dict[str, SyntheticPreset]:
     """Stage 1 for the families: search ``knobs`` with ``seeds`` per trial (or, with ``reuse_trials``, take the
     committed trials of a family that has ``n_trials`` of them: the search is deterministic), select,
     then write the calibrated presets (other families' rows kept) and every trial and candidate."""
@@ -380,12 +585,14 @@ def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: 
                 echo(f"{family}: reusing the {n_trials} committed trials")
                 searched = own
             else:
-                searched = search(family, n_trials, pool, on_trial=line, seeds=seeds, knobs=knobs)
+                searched = search(family, n_trials, pool, on_trial=line, seeds=seeds, knobs=knobs,
+                                  objective=objective, local=local, reference=reference)
             preset, candidates = select(family, searched, pool)
             presets[calibrated_name(family)] = (family, preset)
             write_presets(presets, reference / CALIBRATED_FILE)
             trials = pd.concat([trials[trials["family"] != family], searched, candidates], ignore_index=True)
-            write_atomic(trials_path, lambda tmp: trials.to_csv(tmp, index=False, float_format="%.6g"))
+            # shortest exact floats: a trial's knobs (the committed 2/3 too) read back as measured
+            write_atomic(trials_path, lambda tmp: trials.to_csv(tmp, index=False))
             chosen = candidates[candidates["selected"]].iloc[0]
             echo(f"{family}: {chosen['trial']} selected (seeds {', '.join(map(str, SELECTION_SEEDS))}): loss "
                  f"{chosen['loss']:.3f}, Spearman {chosen['spearman']:.2f}, median error {chosen['median_error']:.3f}; "
@@ -422,6 +629,15 @@ def run_measure(workers: int = 2, results: str | Path | None = None, reference: 
     return path
 
 
+def current_fingerprints(profile: str) -> dict[str, str]:
+    """The data fingerprint of each of a synthetic profile's datasets as its presets generate them now."""
+    from .datasets.named import dataset_fingerprint, load_named_dataset
+    from .grids import get_profile
+
+    resolved = get_profile(profile)
+    return {name: dataset_fingerprint(load_named_dataset(name, resolved)) for name in resolved.datasets}
+
+
 def measured_ratios(profile: str, store) -> pd.DataFrame:
     """Per dataset and model of a profile's overall runs: mean test Recall@20 over seeds, its ratio
     to LightGCN's, and the number of seeds."""
@@ -429,7 +645,8 @@ def measured_ratios(profile: str, store) -> pd.DataFrame:
     from .grids import PUBLISHED_VARIANT
     from .models import dataset_family
 
-    runs = collect(profile, "overall", store=store)
+    # the records of the presets as they are now: a preset tried and reverted leaves newer records
+    runs = collect(profile, "overall", store=store, fingerprints=current_fingerprints(profile))
     runs = runs[runs["variant"] != PUBLISHED_VARIANT]
     means = runs.groupby(["dataset", "model"])["recall@20"].agg(["mean", "count"]).reset_index()
     reference = means[means["model"] == REFERENCE_MODEL].set_index("dataset")["mean"]
@@ -440,7 +657,8 @@ def measured_ratios(profile: str, store) -> pd.DataFrame:
 
 def fit_table(store) -> pd.DataFrame:
     """One row per family and model (the 13 baselines, then LGMRec, held out): the published ratio
-    and the reproduced ones before and after calibration, with their datasets and seeds."""
+    and the reproduced ones before and after calibration (and the mean Recall@20 each is made of),
+    with their datasets and seeds."""
     rows = []
     measured = {stage: measured_ratios(profile, store).set_index(["family", "model"])
                 for stage, profile in MEASURE_PROFILES.items()}
@@ -452,6 +670,7 @@ def fit_table(store) -> pd.DataFrame:
             for stage, frame in measured.items():
                 found = frame.loc[(family, model)] if (family, model) in frame.index else None
                 row[stage] = found["ratio"] if found is not None else math.nan
+                row[f"{stage}_recall"] = found["mean"] if found is not None else math.nan
                 row[f"{stage}_dataset"] = found["dataset"] if found is not None else ""
                 row[f"{stage}_seeds"] = int(found["count"]) if found is not None else 0
             rows.append(row)

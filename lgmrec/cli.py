@@ -281,7 +281,7 @@ def run_power_command(args: argparse.Namespace) -> int:
 
 
 def _add_calibrate(commands) -> None:
-    from .calibration import FAMILIES, SEARCH_SPACE
+    from .calibration import FAMILIES, OBJECTIVES, SEARCH_SPACE
 
     command = commands.add_parser(
         "calibrate", help="fit the embedded testbed's generator to the published baselines' ratios",
@@ -302,6 +302,13 @@ def _add_calibrate(commands) -> None:
     command.add_argument("--search-seeds", type=int, nargs="+", default=[999],
                          help="seeds each search trial trains with (default %(default)s; more: a less noisy "
                               "objective, proportionally slower)")
+    command.add_argument("--objective", choices=OBJECTIVES, default="quick",
+                         help="quick (default): 11 baselines at their defaults with --search-seeds; design: the "
+                              "measure itself (13 baselines, reduced tuning, the embedded profile's seeds; ~2-4 min "
+                              "a trial on 2 cores)")
+    command.add_argument("--local", type=float, default=None, metavar="RADIUS",
+                         help="search within RADIUS (a share of each knob's range) around the committed preset, "
+                              "whose knobs are the first trial")
     command.add_argument("--workers", type=int, default=2, help="parallel runs (default %(default)s)")
     command.add_argument("--results", default=None, help="results folder of the measure stage")
     command.set_defaults(func=run_calibrate_command)
@@ -312,9 +319,11 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
 
     if args.trials < 1 or args.workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
+    if args.local is not None and not 0 < args.local <= 1:
+        raise ConfigError("--local must be in (0, 1]")
     if args.stage in ("search", "all"):
         calibration.run_search(args.families, args.trials, args.workers, args.reuse_trials, seeds=args.search_seeds,
-                               knobs=args.knobs)
+                               knobs=args.knobs, objective=args.objective, local=args.local)
     if args.stage in ("measure", "all"):
         path = calibration.run_measure(args.workers, args.results)
         print(f"written: {path}")

@@ -8,6 +8,7 @@ complete (its chosen point is then known from the tuning records).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
@@ -39,13 +40,20 @@ def planned_specs(profile: str | Profile, experiment: str | None = None,
 
 
 def collect(profile: str | Profile, experiment: str | None = None, store: ResultStore | None = None,
-            include_failed: bool = False, records: pd.DataFrame | None = None) -> pd.DataFrame:
+            include_failed: bool = False, records: pd.DataFrame | None = None,
+            fingerprints: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Records of a profile labelled with the experiments they serve (one row per experiment and
     run): columns ``experiment``, ``variant``, ``parameter``, ``value`` plus the record's.
-    ``records``: the profile's records when the caller has loaded them already."""
+    ``records``: the profile's records when the caller has loaded them already. ``fingerprints``
+    (dataset -> data fingerprint): only those data's records of the datasets named; without it the
+    newest record of a setting wins (a reverted dataset's older records lose to the newer ones of
+    the data it was reverted from)."""
     profile = get_profile(profile)
     if records is None:
         records = (store or ResultStore()).load(profile.name)
+    if fingerprints and not records.empty:
+        expected = records["dataset"].map(fingerprints)
+        records = records[expected.isna() | (records["dataset_fingerprint"] == expected)]
     if records.empty:
         return records.assign(experiment=[], variant=[], parameter=[], value=[])
     rows = [{"experiment": s.experiment, "variant": s.variant, "parameter": s.parameter, "value": s.value,

@@ -20,6 +20,7 @@ bit for bit.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import weakref
@@ -106,7 +107,7 @@ def _batch_scores(model: Recommender, data: InteractionData, split: str, batch_u
     """(batch, its masked score matrix) for every batch of the split's users, in order: the model's
     forward pass once (or the given ``embeddings``), or (LGMRec's official evaluation) afresh
     before every batch."""
-    device = next(iter(model.buffers()), next(model.parameters())).device
+    device = next(itertools.chain(model.buffers(), model.parameters())).device  # a model may have only one kind
     if model.forward_per_eval_batch:
         embeddings = None
     elif embeddings is None:

@@ -120,8 +120,29 @@ def read_calibrated_presets(path: str | Path | None = None) -> dict[str, Synthet
 PRESETS.update(read_calibrated_presets())
 
 
+#: a user's logit for an item is ``LOGIT_SCALE * sharpness * <user, item> + log popularity``
+LOGIT_SCALE = 4.0
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What drew a generated dataset's interactions, for its users and items (after the 5-core
+    filter, in its ids): user u's logit for item i is ``users[u] @ items[i] + log_popularity[i]``.
+    Ranking by it is the best any model can do on the data (the oracle)."""
+
+    users: np.ndarray  # (n_users, latent_dim): LOGIT_SCALE * sharpness * the user's latent
+    items: np.ndarray  # (n_items, latent_dim): the item's latent
+    log_popularity: np.ndarray  # (n_items,)
+
+
 def generate(preset: str | SyntheticPreset, seed: int = 0, name: str | None = None) -> InteractionData:
     """Generate a dataset from a named preset (or an explicit :class:`SyntheticPreset`)."""
+    return generate_with_truth(preset, seed, name)[0]
+
+
+def generate_with_truth(preset: str | SyntheticPreset, seed: int = 0,
+                        name: str | None = None) -> tuple[InteractionData, GroundTruth]:
+    """:func:`generate`'s dataset and the :class:`GroundTruth` that drew it."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ConfigError(f"unknown synthetic preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -161,7 +182,10 @@ def generate(preset: str | SyntheticPreset, seed: int = 0, name: str | None = No
         split: np.stack([users[labels == v], items[labels == v]], axis=1)
         for split, v in SPLIT_LABELS.items()
     }
-    return InteractionData(name, len(kept_users), len(kept_items), splits, features, source=f"synthetic:{name}:seed={seed}")
+    data = InteractionData(name, len(kept_users), len(kept_items), splits, features, source=f"synthetic:{name}:seed={seed}")
+    truth = GroundTruth(LOGIT_SCALE * params.sharpness * user_latent[kept_users], item_latent[kept_items],
+                        log_popularity[kept_items])
+    return data, truth
 
 
 def _activity_above_five(rng, params: SyntheticPreset) -> np.ndarray:
@@ -197,7 +221,7 @@ def _sample_interactions(rng, user_latent, item_latent, log_popularity, counts, 
     max_count = int(counts.max())
     for start in range(0, len(user_latent), chunk):
         stop = min(start + chunk, len(user_latent))
-        logits = sharpness * 4.0 * (user_latent[start:stop] @ item_latent.T) + log_popularity
+        logits = sharpness * LOGIT_SCALE * (user_latent[start:stop] @ item_latent.T) + log_popularity
         logits += rng.gumbel(size=logits.shape)
         top = np.argpartition(-logits, max_count - 1, axis=1)[:, :max_count]
         order = np.take_along_axis(logits, top, axis=1).argsort(axis=1)[:, ::-1]
@@ -268,4 +292,4 @@ def ensure_dataset(preset: str, root: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-__all__ = ["PRESETS", "SyntheticPreset", "generate", "write_dataset", "ensure_dataset"]
+__all__ = ["GroundTruth", "PRESETS", "SyntheticPreset", "generate", "generate_with_truth", "write_dataset", "ensure_dataset"]

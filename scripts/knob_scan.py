@@ -6,9 +6,11 @@
 Starts from the family's calibrated preset (``synth-<family>-mini-cal``), sets one knob to each listed
 value (the size and skew knobs refitted to the released degrees, as the calibration does), and trains
 the calibration's search models at their defaults with the given seeds
-(:func:`lgmrec.calibration.measure_ratios`). Prints, per setting, every model's ratio, the fit to the
-published ratios (Spearman, median and mean absolute error) and the seconds it took; a knob whose
-value cannot keep the degrees is reported as such. For choosing what the calibration searches over:
+(:func:`lgmrec.calibration.measure_recalls`). Prints, per setting, every model's ratio, the fit to the
+published ratios (Spearman, median and mean absolute error), what the data leave the baselines to
+differ by (:func:`lgmrec.calibration.rule_recalls`: MostPop's and the oracle's Recall@20 over
+LightGCN's, and LightGCN's own) and the seconds it took; a knob whose value cannot keep the degrees
+is reported as such. For choosing what the calibration searches over:
 the search itself is ``python -m lgmrec calibrate search``.
 """
 
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
                                  for name, values in map(lambda t: parse_knob(t, types), args.knob or DEFAULT_KNOBS)
                                  for value in values]
     models = list(calibration.SEARCH_MODELS)
-    print("setting".ljust(24) + "".join(m[:8].rjust(9) for m in models) + "  spearman median  mean   sec")
+    print("setting".ljust(24) + "".join(m[:8].rjust(9) for m in models)
+          + "  spearman median  mean  mostpop oracle lightgcn  sec")
     print("published".ljust(24) + "".join(f"{target[m]:9.3f}" for m in models))
     with ProcessPoolExecutor(args.workers, initializer=calibration._init_worker) as pool:
         for label, change in settings:
@@ -61,11 +64,15 @@ def main(argv: list[str] | None = None) -> None:
             if not calibration.degrees_close(calibration.preset_degrees(preset), calibration.real_degrees(args.family)):
                 print(label.ljust(24) + "  cannot keep the released degrees")
                 continue
-            ratios = calibration.measure_ratios(preset, args.family, models, args.seeds, pool)
+            recalls = calibration.measure_recalls(preset, args.family, models, args.seeds, pool)
+            reference = recalls[calibration.REFERENCE_MODEL]
+            ratios = recalls / reference
             fit = calibration.fit_score(ratios.to_dict(), target.to_dict())
+            rules = calibration.rule_recalls(preset, f"calibration-{args.family}")
             print(label.ljust(24) + "".join(f"{ratios[m]:9.3f}" for m in models)
-                  + f"  {fit.spearman:8.2f} {fit.median_error:6.3f} {fit.mean_error:5.3f} {time.perf_counter() - begin:5.0f}",
-                  flush=True)
+                  + f"  {fit.spearman:8.2f} {fit.median_error:6.3f} {fit.mean_error:5.3f}"
+                  + f"  {rules['mostpop'] / reference:7.2f} {rules['oracle'] / reference:6.2f} {reference:8.3f}"
+                  + f" {time.perf_counter() - begin:5.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ significance, sparsity, efficiency), :mod:`.variants` (ablation, sensitivity), :
 from __future__ import annotations
 
 from .calibration import (degrees_table, fit_tables, held_out_summary, held_out_table, honesty_note, knobs_table,
-                          trials_figure)
+                          regime_table, trials_figure)
 from .claims import (CLAIMS, claim_definitions, claim_tables, compute_claims, definitions_table, verdict_frame,
                      verdict_table)
 from .context import (DATA_LABELS, MAIN_METRICS, METRIC_LABELS, PROFILE_ENV, TABLE_METRICS, BookContext,
@@ -34,7 +34,7 @@ __all__ = [
     "BookContext", "CLAIMS", "DATA_LABELS", "Html", "MAIN_METRICS", "METRIC_LABELS", "PROFILE_ENV", "TABLE_METRICS",
     "Table", "Tables", "ablation_figure", "setup_display", "ablation_tables", "choice_tables", "claim_definitions", "claim_tables",
     "code_versions", "comparison_tables", "compute_claims", "data_figure", "degrees_table", "fit_tables",
-    "held_out_summary", "held_out_table", "honesty_note", "knobs_table", "trials_figure", "definitions_table", "design_frame", "design_table", "efficiency_figure", "efficiency_tables",
+    "held_out_summary", "held_out_table", "honesty_note", "knobs_table", "regime_table", "trials_figure", "definitions_table", "design_frame", "design_table", "efficiency_figure", "efficiency_tables",
     "environment_table", "error_rate_summary", "error_rate_table", "grids_table", "model_labels", "optimism_figure", "optimism_tables", "overall_figure",
     "overall_summary", "overall_tables", "protocol_table", "provenance_table", "published_reference_tables",
     "ranking_tables", "reductions", "replication_tables", "reported_figure", "reported_tables", "runs_overview",

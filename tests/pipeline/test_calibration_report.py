@@ -1,5 +1,6 @@
 """The calibrated testbed in the book: the committed fit (Methods) and the held-out check."""
 
+import pandas as pd
 import pytest
 
 from lgmrec import calibration as C
@@ -67,3 +68,26 @@ def test_held_out_check_says_not_run_off_the_calibrated_presets(smoke_results):
     assert held_out_frame(ctx).empty
     shown = held_out_table(ctx)
     assert isinstance(shown, Html) and "not run" in shown.text
+
+
+def test_the_regime_table_sets_each_preset_beside_its_released_dataset():
+    """Per family: the released dataset (published LightGCN, MostPop from the committed file) and
+    the uncalibrated and calibrated presets (LightGCN from the committed fit, MostPop and the
+    oracle computed on the preset)."""
+    from lgmrec.report.calibration import regime_frame, regime_table
+
+    frame = regime_frame()
+    assert len(frame) == 3 * len(C.FAMILIES)
+    released, fit = C.read_released_mostpop(), C.read_fit()
+    for family, part in frame.groupby("family"):
+        real = part[part["data"].str.startswith("released")].iloc[0]
+        assert real["LightGCN"] == C.published_lightgcn_recall(family) and pd.isna(real["oracle"])
+        assert real["MostPop"] in set(released.loc[released["family"] == family, "recall@20"])
+        assert real["largest baseline ratio"] == pytest.approx(C.published_ratios(family).drop("lightgcn").max())
+        for _, row in part[~part["data"].str.startswith("released")].iterrows():
+            stage = "after" if row["data"].endswith("-cal") else "before"
+            lightgcn = fit[(fit["family"] == family) & (fit["model"] == "lightgcn")].iloc[0]
+            assert row["LightGCN"] == pytest.approx(lightgcn[f"{stage}_recall"])
+            assert 0 < row["MostPop"] < row["oracle"] <= 1
+            assert row["oracle / LightGCN"] == pytest.approx(row["oracle"] / row["LightGCN"])
+    assert isinstance(regime_table(), Table)

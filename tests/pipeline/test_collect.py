@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 
 import pytest
 
 from lgmrec.collect import collect, progress_table, tuning_choices
-from lgmrec.grids import PROFILES, WorkUnit, unit_specs
+from lgmrec.datasets.named import dataset_fingerprint, load_named_dataset
+from lgmrec.grids import PROFILES, SMOKE_PRESETS, WorkUnit, unit_specs
 from lgmrec.results import ResultStore
 from lgmrec.tuning import choose
+
+from .conftest import grid, tiny_profile
 
 
 def test_collect_labels_runs_with_every_experiment_they_serve(smoke_results):
@@ -78,3 +83,22 @@ def test_a_tuned_model_waits_for_its_whole_grid(store):
     os.remove(json_path)
     assert tuning_choices(smoke, store.load("smoke")) == {}
     assert set(collect(smoke, store=store)["experiment"]) == {"tuning"}
+
+
+def test_a_reverted_dataset_is_collected_by_its_fingerprint_not_by_age(store):
+    """Records of a preset tried and then reverted are newer than the reverted-to data's: the grid
+    finds the current data's records done, collect() without fingerprints takes the newest (the
+    tried data's), with the current fingerprints the current data's."""
+    original = tiny_profile(models=("bpr",), tuning="none", experiments=("overall",))
+    tried = tiny_profile(models=("bpr",), tuning="none", experiments=("overall",), synthetic_presets={
+        **SMOKE_PRESETS, "smoke-baby": replace(SMOKE_PRESETS["smoke-baby"], sharpness=2.0)})
+    assert grid(original, store).ran == 1
+    time.sleep(1.1)  # records say when they were written to the second
+    assert grid(tried, store).ran == 1
+    assert grid(original, store).ran == 0  # the original data's record is there
+    current = dataset_fingerprint(load_named_dataset("smoke-baby", original))
+    newest = collect(original, "overall", store=store)
+    assert len(newest) == 1 and newest["dataset_fingerprint"].iloc[0] != current
+    kept = collect(original, "overall", store=store, fingerprints={"smoke-baby": current})
+    assert len(kept) == 1 and kept["dataset_fingerprint"].iloc[0] == current
+    assert kept["config_hash"].iloc[0] != newest["config_hash"].iloc[0]
