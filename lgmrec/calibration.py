@@ -97,6 +97,12 @@ REFERENCE = Path(__file__).parent / "reference"
 # ---------------------------------------------------------------------------- targets and score
 
 
+def published_lightgcn_recall(family: str) -> float:
+    from .models import get_model_spec
+
+    return literature.published_value(family, get_model_spec(REFERENCE_MODEL).label)
+
+
 def published_ratios(family: str, models: Sequence[str] = BASELINES) -> pd.Series:
     """Published Recall@20 of each model over LightGCN's on the family's real dataset."""
     from .models import get_model_spec
@@ -352,23 +358,29 @@ class _FixedScores(Recommender):
         return Embeddings(self.user_table, self.item_table)
 
 
-def rule_recalls(preset: SyntheticPreset, name: str = "synthetic") -> dict[str, float]:
-    """Test Recall@20 of two ranking rules on a preset's data, evaluated as every model is (the
-    protocol's split, training items masked): ``oracle``, the generator's own logits (the best any
-    model can do: no ratio to LightGCN can exceed oracle / LightGCN), and ``mostpop``, items by their
-    number of training interactions, ties to the lower id (what popularity alone earns; comparable
-    with MostPop on the released data, ``reference/mostpop_released.csv``)."""
+def mostpop_metrics(data, topk: tuple[int, ...] = (20,)) -> dict[str, float]:
+    """Test metrics of MostPop, evaluated as every model is (the protocol's split, training items
+    masked): items by their number of training interactions, ties to the lower id. Also what
+    scripts/real_mostpop.py computes on the released files."""
     from .evaluation import evaluate
-    from .synthetic import generate_with_truth
 
-    data, truth = generate_with_truth(preset, name=name)
-    logits = (torch.from_numpy(np.concatenate([truth.users, np.ones((data.n_users, 1))], axis=1)),
-              torch.from_numpy(np.concatenate([truth.items, truth.log_popularity[:, None]], axis=1)))
     counts = np.bincount(data.splits["train"][:, 1], minlength=data.n_items).astype(np.float64)
     order = counts * (data.n_items + 1) + (data.n_items - np.arange(data.n_items))  # exact in float64: ties by id
-    mostpop = (torch.ones(data.n_users, 1, dtype=torch.float64), torch.from_numpy(order[:, None]))
-    return {rule: evaluate(_FixedScores(*tables), data, "test", (20,)).means["recall@20"]
-            for rule, tables in (("oracle", logits), ("mostpop", mostpop))}
+    rule = _FixedScores(torch.ones(data.n_users, 1, dtype=torch.float64), torch.from_numpy(order[:, None]))
+    return evaluate(rule, data, "test", topk).means
+
+
+def rule_recalls(data, truth) -> dict[str, float]:
+    """Test Recall@20 of two ranking rules on generated data (:func:`lgmrec.synthetic.generate_with_truth`):
+    ``oracle``, the generator's own logits (the best any model can do: no ratio to LightGCN can
+    exceed oracle / LightGCN), and ``mostpop`` (:func:`mostpop_metrics`: what popularity alone earns;
+    comparable with MostPop on the released data, ``reference/mostpop_released.csv``)."""
+    from .evaluation import evaluate
+
+    oracle = _FixedScores(torch.from_numpy(np.concatenate([truth.users, np.ones((data.n_users, 1))], axis=1)),
+                          torch.from_numpy(np.concatenate([truth.items, truth.log_popularity[:, None]], axis=1)))
+    return {"oracle": evaluate(oracle, data, "test", (20,)).means["recall@20"],
+            "mostpop": mostpop_metrics(data)["recall@20"]}
 
 
 def top_share(data, k: int = 20) -> float:
@@ -384,12 +396,6 @@ def read_released_mostpop(path: Path = REFERENCE / RELEASED_MOSTPOP_FILE) -> pd.
     """MostPop on the released datasets (scripts/real_mostpop.py): family, split, recall@20, ...;
     empty where not computed."""
     return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["family", "split", "recall@20"])
-
-
-def published_lightgcn_recall(family: str) -> float:
-    from .models import get_model_spec
-
-    return literature.published_value(family, get_model_spec(REFERENCE_MODEL).label)
 
 
 # ---------------------------------------------------------------------------- search

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from lgmrec import calibration
-    from lgmrec.synthetic import PRESETS, SyntheticPreset
+    from lgmrec.synthetic import PRESETS, SyntheticPreset, generate_with_truth
 
     types = {f.name: f.type for f in fields(SyntheticPreset)}
     base = PRESETS[calibration.calibrated_name(args.family)]
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             reference = recalls[calibration.REFERENCE_MODEL]
             ratios = recalls / reference
             fit = calibration.fit_score(ratios.to_dict(), target.to_dict())
-            rules = calibration.rule_recalls(preset, f"calibration-{args.family}")
+            rules = calibration.rule_recalls(*generate_with_truth(preset, name=f"calibration-{args.family}"))
             print(label.ljust(24) + "".join(f"{ratios[m]:9.3f}" for m in models)
                   + f"  {fit.spearman:8.2f} {fit.median_error:6.3f} {fit.mean_error:5.3f}"
                   + f"  {rules['mostpop'] / reference:7.2f} {rules['oracle'] / reference:6.2f} {reference:8.3f}"

@@ -65,6 +65,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
 from lgmrec import literature  # noqa: E402
+from lgmrec.calibration import mostpop_metrics  # noqa: E402
+from lgmrec.data import InteractionData  # noqa: E402
 from lgmrec.split import protocol_split  # noqa: E402
 
 K = 20
@@ -122,25 +124,12 @@ def head_shares(all_pairs: np.ndarray, n_items: int) -> tuple[float, float]:
 
 
 def mostpop(train: np.ndarray, test: np.ndarray, n_users: int, n_items: int) -> dict:
-    pop = np.bincount(train[:, 1], minlength=n_items)
-    global_order = np.lexsort((np.arange(n_items), -pop))  # popularity desc, then lower item id
-    train_sets: list[set] = [set() for _ in range(n_users)]
-    for u, i in train:
-        train_sets[u].add(int(i))
-    test_sets: dict[int, set] = {}
-    for u, i in test:
-        test_sets.setdefault(int(u), set()).add(int(i))
-    discounts = 1.0 / np.log2(np.arange(2, K + 2))
-    ideal = np.cumsum(discounts)
-    recalls, ndcgs, overlap = [], [], 0
-    for u, relevant in test_sets.items():
-        seen = train_sets[u]
-        overlap += len(relevant & seen)
-        top = [int(i) for i in global_order[:K + len(seen)] if int(i) not in seen][:K]
-        hits = np.array([i in relevant for i in top], dtype=float)
-        recalls.append(hits.sum() / len(relevant))
-        ndcgs.append((hits * discounts[:len(hits)]).sum() / ideal[min(len(relevant), K) - 1])
-    return dict(users=len(test_sets), recall=float(np.mean(recalls)), ndcg=float(np.mean(ndcgs)),
+    """MostPop through the project's evaluator (:func:`lgmrec.calibration.mostpop_metrics`), and the
+    test pairs that are also training pairs (none expected)."""
+    data = InteractionData("released", n_users, n_items, {"train": train, "valid": train[:0], "test": test})
+    metrics = mostpop_metrics(data, (K,))
+    overlap = len(set(map(tuple, train.tolist())) & set(map(tuple, test.tolist())))
+    return dict(users=len(np.unique(test[:, 0])), recall=metrics[f"recall@{K}"], ndcg=metrics[f"ndcg@{K}"],
                 test_in_train=overlap)
 
 

@@ -276,7 +276,7 @@ def test_mostpop_and_the_oracle_are_what_a_direct_computation_gives():
     assert data.splits["train"].tolist() == generate(preset, name="tiny").splits["train"].tolist()
     counts = np.bincount(data.splits["train"][:, 1], minlength=data.n_items).astype(float)
     oracle = truth.users @ truth.items.T + truth.log_popularity
-    rules = C.rule_recalls(preset, "tiny")
+    rules = C.rule_recalls(data, truth)
     assert rules["mostpop"] == pytest.approx(_direct_recall(data, np.tile(counts, (data.n_users, 1))), abs=1e-12)
     assert rules["oracle"] == pytest.approx(_direct_recall(data, oracle), abs=1e-12)
     assert 0 < rules["mostpop"] < rules["oracle"] <= 1

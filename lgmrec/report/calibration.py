@@ -17,7 +17,7 @@ import pandas as pd
 from .. import calibration, stats
 from ..grids import PUBLISHED_VARIANT
 from ..models import dataset_family, get_model_spec
-from ..synthetic import PRESETS, generate, read_calibrated_presets
+from ..synthetic import PRESETS, generate_with_truth, read_calibrated_presets
 from .context import BookContext
 from .display import Html, Table, Tables, escape, paragraph
 
@@ -169,10 +169,10 @@ def regime_frame() -> pd.DataFrame:
             if part is None or f"{stage}_recall" not in part or not part[dataset_column].iloc[0]:
                 continue
             name = part[dataset_column].iloc[0]
-            rules = calibration.rule_recalls(PRESETS[name], name)
+            data, truth = generate_with_truth(PRESETS[name], name=name)
+            rules = calibration.rule_recalls(data, truth)
             rows.append({"family": family, "data": name, "LightGCN": part.loc[calibration.REFERENCE_MODEL, f"{stage}_recall"],
-                         "MostPop": rules["mostpop"], "oracle": rules["oracle"],
-                         "top-20 items' share": calibration.top_share(generate(PRESETS[name], name=name)),
+                         "MostPop": rules["mostpop"], "oracle": rules["oracle"], "top-20 items' share": calibration.top_share(data),
                          "largest baseline ratio": part[stage].drop(calibration.REFERENCE_MODEL).max()})
     frame = pd.DataFrame(rows)
     frame["MostPop / LightGCN"] = frame["MostPop"] / frame["LightGCN"]
