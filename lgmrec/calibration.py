@@ -635,24 +635,16 @@ def run_measure(workers: int = 2, results: str | Path | None = None, reference: 
     return path
 
 
-def current_fingerprints(profile: str) -> dict[str, str]:
-    """The data fingerprint of each of a synthetic profile's datasets as its presets generate them now."""
-    from .datasets.named import dataset_fingerprint, load_named_dataset
-    from .grids import get_profile
-
-    resolved = get_profile(profile)
-    return {name: dataset_fingerprint(load_named_dataset(name, resolved)) for name in resolved.datasets}
-
-
 def measured_ratios(profile: str, store) -> pd.DataFrame:
     """Per dataset and model of a profile's overall runs: mean test Recall@20 over seeds, its ratio
     to LightGCN's, and the number of seeds."""
     from .collect import collect
+    from .datasets.named import synthetic_fingerprints
     from .grids import PUBLISHED_VARIANT
     from .models import dataset_family
 
     # the records of the presets as they are now: a preset tried and reverted leaves newer records
-    runs = collect(profile, "overall", store=store, fingerprints=current_fingerprints(profile))
+    runs = collect(profile, "overall", store=store, fingerprints=synthetic_fingerprints(profile))
     runs = runs[runs["variant"] != PUBLISHED_VARIANT]
     means = runs.groupby(["dataset", "model"])["recall@20"].agg(["mean", "count"]).reset_index()
     reference = means[means["model"] == REFERENCE_MODEL].set_index("dataset")["mean"]

@@ -150,14 +150,15 @@ def planned_run_count(profile: str | Profile, only=None) -> int:
 
 
 def finished_runs(profile: str | Profile, only=None, records: pd.DataFrame | None = None,
-                  store: ResultStore | None = None) -> tuple[int, int]:
-    """(ok, failed): distinct runs of the profile's experiments (``only``: some) with a record."""
+                  store: ResultStore | None = None, fingerprints: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """(ok, failed): distinct runs of the profile's experiments (``only``: some) with a record
+    (``fingerprints``: of those data only, as in :func:`collect`)."""
     from .grids import select_experiments
 
     profile = get_profile(profile)
     if records is None:
         records = (store or ResultStore()).load(profile.name)
-    done = collect(profile, store=store, include_failed=True, records=records)
+    done = collect(profile, store=store, include_failed=True, records=records, fingerprints=fingerprints)
     done = done[done["experiment"].isin(select_experiments(only))].drop_duplicates(["setting_key", "seed"])
     failed = int((done["status"] != "ok").sum())
     return len(done) - failed, failed

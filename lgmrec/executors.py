@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import warnings
 
-from .datasets.named import check_datasets_available
+from .datasets.named import check_datasets_available, synthetic_fingerprints
 from .errors import ConfigError
 from .grids import PROFILES, Profile, WorkUnit, get_profile, units
 from .results import ResultStore, read_record_file, records_frame
@@ -229,7 +229,9 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     removed = store.remove_temp_files(profile.name)
     work = units(profile, only)
     existing = list(store.iter_records(profile.name))  # read once: the counts and the thread check
-    before = finished_runs(profile, only, records=records_frame(existing), store=store)
+    # records of a synthetic preset as it was before a change of its knobs are not done runs
+    current = synthetic_fingerprints(profile)
+    before = finished_runs(profile, only, records=records_frame(existing), store=store, fingerprints=current)
     total = planned_run_count(profile, only)
     summary = GridSummary(profile.name, units=len(work), planned=total)
     tracker = Progress(profile, store, total, sum(before), progress)
@@ -252,7 +254,7 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
         store.remove_temp_files(profile.name)
     summary.ran = tracker.ran
     summary.skipped = sum(before)
-    failed_runs = finished_runs(profile, only, store=store)[1]
+    failed_runs = finished_runs(profile, only, store=store, fingerprints=current)[1]
     if failed_runs:
         summary.failed.insert(0, f"{failed_runs} run(s) recorded as failed (see their records; --retry-failed reruns them)")
     return summary

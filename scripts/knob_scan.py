@@ -9,7 +9,8 @@ the calibration's search models at their defaults with the given seeds
 (:func:`lgmrec.calibration.measure_recalls`). Prints, per setting, every model's ratio, the fit to the
 published ratios (Spearman, median and mean absolute error), what the data leave the baselines to
 differ by (:func:`lgmrec.calibration.rule_recalls`: MostPop's and the oracle's Recall@20 over
-LightGCN's, and LightGCN's own) and the seconds it took; a knob whose value cannot keep the degrees
+LightGCN's, LightGCN's own, and the share of the interactions on the 20 most popular items:
+:func:`lgmrec.calibration.top_share`) and the seconds it took; a knob whose value cannot keep the degrees
 is reported as such. For choosing what the calibration searches over:
 the search itself is ``python -m lgmrec calibrate search``.
 """
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
                                  for value in values]
     models = list(calibration.SEARCH_MODELS)
     print("setting".ljust(24) + "".join(m[:8].rjust(9) for m in models)
-          + "  spearman median  mean  mostpop oracle lightgcn  sec")
+          + "  spearman median  mean  mostpop oracle lightgcn top20  sec")
     print("published".ljust(24) + "".join(f"{target[m]:9.3f}" for m in models))
     with ProcessPoolExecutor(args.workers, initializer=calibration._init_worker) as pool:
         for label, change in settings:
@@ -68,10 +69,12 @@ def main(argv: list[str] | None = None) -> None:
             reference = recalls[calibration.REFERENCE_MODEL]
             ratios = recalls / reference
             fit = calibration.fit_score(ratios.to_dict(), target.to_dict())
-            rules = calibration.rule_recalls(*generate_with_truth(preset, name=f"calibration-{args.family}"))
+            data, truth = generate_with_truth(preset, name=f"calibration-{args.family}")
+            rules = calibration.rule_recalls(data, truth)
             print(label.ljust(24) + "".join(f"{ratios[m]:9.3f}" for m in models)
                   + f"  {fit.spearman:8.2f} {fit.median_error:6.3f} {fit.mean_error:5.3f}"
                   + f"  {rules['mostpop'] / reference:7.2f} {rules['oracle'] / reference:6.2f} {reference:8.3f}"
+                  + f" {calibration.top_share(data):5.2f}"
                   + f" {time.perf_counter() - begin:5.0f}", flush=True)
 
 

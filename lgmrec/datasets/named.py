@@ -78,6 +78,19 @@ def data_kind(data: InteractionData) -> str:
 _FINGERPRINTS: "weakref.WeakKeyDictionary[InteractionData, str]" = weakref.WeakKeyDictionary()
 
 
+def synthetic_fingerprints(profile) -> dict[str, str]:
+    """The fingerprint of each of a profile's synthetic datasets as its presets generate them now.
+    A results folder may hold records of a preset as it was before (its knobs changed since): those
+    are not runs of this profile's data."""
+    from .. import synthetic
+    from ..grids import get_profile
+
+    profile = get_profile(profile)
+    names = [n for n in profile.datasets
+             if n not in profile.dataset_folders and (n in profile.synthetic_presets or n in synthetic.PRESETS)]
+    return {name: dataset_fingerprint(load_named_dataset(name, profile)) for name in names}
+
+
 def dataset_fingerprint(data: InteractionData) -> str:
     """Content hash of a dataset: sizes, the three splits and every feature table."""
     from ..cache import fingerprint
@@ -92,4 +105,5 @@ def dataset_fingerprint(data: InteractionData) -> str:
     return _FINGERPRINTS[data]
 
 
-__all__ = ["check_datasets_available", "data_kind", "dataset_fingerprint", "load_named_dataset"]
+__all__ = ["check_datasets_available", "data_kind", "dataset_fingerprint", "load_named_dataset",
+           "synthetic_fingerprints"]

@@ -102,3 +102,17 @@ def test_a_reverted_dataset_is_collected_by_its_fingerprint_not_by_age(store):
     kept = collect(original, "overall", store=store, fingerprints={"smoke-baby": current})
     assert len(kept) == 1 and kept["dataset_fingerprint"].iloc[0] == current
     assert kept["config_hash"].iloc[0] != newest["config_hash"].iloc[0]
+
+
+def test_records_of_a_preset_before_its_knobs_changed_are_not_done_runs(store):
+    """The grid counts as done only the records of its synthetic data as generated now: after a
+    preset's knobs change, the old data's records neither fill the progress bar nor count as
+    already done (they did: "363 already done" while those runs were running again)."""
+    before = tiny_profile(models=("bpr",), tuning="none", experiments=("overall",))
+    after = tiny_profile(models=("bpr",), tuning="none", experiments=("overall",), synthetic_presets={
+        **SMOKE_PRESETS, "smoke-baby": replace(SMOKE_PRESETS["smoke-baby"], sharpness=2.0)})
+    assert grid(before, store).ran == 1
+    changed = grid(after, store)
+    assert (changed.ran, changed.skipped) == (1, 0)
+    again = grid(after, store)
+    assert (again.ran, again.skipped) == (0, 1)
