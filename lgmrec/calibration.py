@@ -81,12 +81,13 @@ def searched_knobs(trials: pd.DataFrame, family: str) -> list[str]:
     return [k for k in SEARCH_SPACE if k in own.columns and own[k].notna().any()]
 
 
-def knob_values(row: Mapping[str, float]) -> dict[str, float | int]:
+def knob_values(row: Mapping[str, float], rounded: bool = True) -> dict[str, float | int]:
     """A trial's searched knobs as a preset takes them: integers as such, the others to 3 digits
-    (what the committed files say exactly). Knobs that a trial's row lacks (searched before they
-    were in :data:`SEARCH_SPACE`) keep the preset's default."""
+    (what the committed files say exactly; ``rounded=False``: as they are). Knobs that a trial's
+    row lacks (searched before they were in :data:`SEARCH_SPACE`) keep the preset's default."""
     present = {k: row[k] for k in SEARCH_SPACE if k in row and pd.notna(row[k])}
-    return {k: int(round(v)) if isinstance(SEARCH_SPACE[k][0], int) else float(f"{v:.3g}") for k, v in present.items()}
+    return {k: int(round(v)) if isinstance(SEARCH_SPACE[k][0], int) else float(f"{v:.3g}" if rounded else v)
+            for k, v in present.items()}
 
 
 RANK_WEIGHT = 0.1  # loss = mean absolute ratio error + RANK_WEIGHT * (1 - Spearman)
@@ -223,10 +224,11 @@ def _bisect(preset: SyntheticPreset, knob: str, low: float, high: float, excess:
     return replace(preset, **{knob: float(f"{value:.3g}")})
 
 
-def preset_for(family: str, knobs: Mapping[str, float]) -> SyntheticPreset:
-    """An 800-user preset of the family with the given knobs, its degrees fitted to the real ones."""
+def preset_for(family: str, knobs: Mapping[str, float], n_users: int = N_USERS) -> SyntheticPreset:
+    """A preset of the family (800 users: the -mini scale) with the given knobs, its degrees fitted
+    to the real ones."""
     target = real_degrees(family)
-    start = SyntheticPreset(n_users=N_USERS, n_items=round(N_USERS * target.per_user / target.per_item),
+    start = SyntheticPreset(n_users=n_users, n_items=round(n_users * target.per_user / target.per_item),
                             mean_interactions=round(target.per_user, 3), **MINI_FEATURES, **knobs)
     return fit_degrees(start, family)
 
@@ -255,11 +257,16 @@ def _train(preset: SyntheticPreset, name: str, model: str, seed: int) -> float:
 RUN_ORDER = ("micro", "mmgcn", "mgcn", "bm3", "freedom", "lattice")  # slowest first: the pool stays busy
 
 
+def _run_order(models: Sequence[str]) -> list[str]:
+    """``models`` and LightGCN, slowest first (:data:`RUN_ORDER`)."""
+    return sorted(set(models) | {REFERENCE_MODEL}, key=lambda m: RUN_ORDER.index(m) if m in RUN_ORDER else 99)
+
+
 def measure_recalls(preset: SyntheticPreset, family: str, models: Sequence[str], seeds: Sequence[int],
                     pool: ProcessPoolExecutor) -> pd.Series:
     """Mean test Recall@20 of each model and LightGCN (defaults, the given seeds)."""
     name = f"calibration-{family}"  # the family in the name picks each model's per-dataset preset
-    order = sorted(set(models) | {REFERENCE_MODEL}, key=lambda m: RUN_ORDER.index(m) if m in RUN_ORDER else 99)
+    order = _run_order(models)
     jobs = {(m, s): pool.submit(_train, preset, name, m, s) for m in order for s in seeds}
     return pd.Series({m: np.mean([jobs[m, s].result() for s in seeds]) for m in order})
 
@@ -307,7 +314,7 @@ def measure_design_ratios(preset: SyntheticPreset, family: str, pool: ProcessPoo
     profile = get_profile(DESIGN_PROFILE)
     seeds = tuple(seeds or profile.seeds)
     name = f"calibration-{family}"
-    order = sorted(set(models) | {REFERENCE_MODEL}, key=lambda m: RUN_ORDER.index(m) if m in RUN_ORDER else 99)
+    order = _run_order(models)
     runs: dict[tuple, Future] = {}
 
     def submit(model: str, point: tuple, seed: int) -> Future:
@@ -537,8 +544,7 @@ def select(family: str, trials: pd.DataFrame, pool: ProcessPoolExecutor) -> tupl
     if len(ranked) and ranked.get("objective", pd.Series(["quick"])).iloc[0] == "design":
         trial = ranked.iloc[0]
         row = {**trial.drop("family").to_dict(), "trial": f"candidate {int(float(trial['trial']))}"}
-        measured = {k: int(trial[k]) if isinstance(SEARCH_SPACE[k][0], int) else float(trial[k])
-                    for k in SEARCH_SPACE if k in trial and pd.notna(trial[k])}  # the trial's knobs, exactly
+        measured = knob_values(trial, rounded=False)  # the trial's knobs, exactly
         return preset_for(family, measured), pd.DataFrame([row]).assign(family=family, selected=True)
     rows, presets = [], []
     for _, trial in ranked.head(CANDIDATES).iterrows():

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout
 
 from lgmrec import calibration as C  # noqa: E402
-from lgmrec.synthetic import MINI_FEATURES, SyntheticPreset, generate_with_truth, read_calibrated_presets  # noqa: E402
+from lgmrec.synthetic import generate_with_truth, read_calibrated_presets  # noqa: E402
 
 
 def other_seeds(family: str, presets: Path, seeds: list[int], workers: int) -> None:
@@ -42,9 +42,7 @@ def scale(family: str, presets: Path, users: list[int]) -> None:
     preset = read_calibrated_presets(presets)[C.calibrated_name(family)]
     knobs, target = {k: getattr(preset, k) for k in C.SEARCH_SPACE}, C.real_degrees(family)
     for n in users:
-        start = SyntheticPreset(n_users=n, n_items=round(n * target.per_user / target.per_item),
-                                mean_interactions=round(target.per_user, 3), **MINI_FEATURES, **knobs)
-        preset = C.fit_degrees(start, family)
+        preset = C.preset_for(family, knobs, n_users=n)
         data, truth = generate_with_truth(preset)
         rules = C.rule_recalls(data, truth)
         print(f"{family} {n} users: {data.n_items} items, degrees kept "
