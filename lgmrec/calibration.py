@@ -146,6 +146,50 @@ def fit_score(reproduced: Mapping[str, float], published: Mapping[str, float]) -
                     len(models))
 
 
+@dataclass(frozen=True)
+class FitNoise:
+    """The fit a perfect preset would show through the measure's seed noise: 5th percentile,
+    median and 95th percentile over the draws, and the share of draws that meet the target."""
+
+    spearman: tuple[float, float, float]
+    median_error: tuple[float, float, float]
+    meets_target: float
+    draws: int
+
+
+def perfect_fit_noise(published: Mapping[str, float], relative_se: Mapping[str, float],
+                      draws: int = 20_000, seed: int = 0) -> FitNoise:
+    """What the measure can show: the fit of a preset whose true ratios ARE the published ones, when
+    each model's mean Recall@20 (LightGCN's too) is off by a normal relative error with its
+    ``relative_se`` (seed SD / mean / sqrt(seeds), as measured), models independent. Seed noise
+    only: the data are one draw, as in the measure."""
+    models = [m for m in published if m != REFERENCE_MODEL and m in relative_se]
+    rng = np.random.default_rng(seed)
+    truth = np.array([published[m] for m in models], dtype=float)
+    spread = np.array([relative_se[m] for m in models], dtype=float)
+    reproduced = (truth * (1 + rng.standard_normal((draws, len(models))) * spread)
+                  / (1 + rng.standard_normal((draws, 1)) * relative_se[REFERENCE_MODEL]))
+    median_error = np.median(np.abs(reproduced - truth), axis=1)
+    ranks = stats.rankdata(reproduced, axis=1)
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    truth_ranks = stats.rankdata(truth) - (len(models) + 1) / 2
+    spearman = ranks @ truth_ranks / np.sqrt((ranks ** 2).sum(axis=1) * (truth_ranks ** 2).sum())
+    meets = (spearman >= TARGET_SPEARMAN) & (median_error <= TARGET_MEDIAN_ERROR)
+
+    def spread_of(values: np.ndarray) -> tuple[float, float, float]:
+        low, middle, high = np.percentile(values, [5, 50, 95])
+        return float(low), float(middle), float(high)
+
+    return FitNoise(spread_of(spearman), spread_of(median_error), float(meets.mean()), draws)
+
+
+def fit_noise(fit: pd.DataFrame, family: str, stage: str = "after") -> FitNoise:
+    """:func:`perfect_fit_noise` for a family of the committed fit, with the seed noise its measure saw."""
+    part = fit[(fit["family"] == family) & ~fit["held_out"]].set_index("model")
+    relative_se = part[f"{stage}_recall_sd"] / part[f"{stage}_recall"] / np.sqrt(part[f"{stage}_seeds"])
+    return perfect_fit_noise(part["published"].to_dict(), relative_se.to_dict())
+
+
 # ---------------------------------------------------------------------------- presets
 
 
@@ -606,7 +650,9 @@ def run_search(families: Sequence[str] = FAMILIES, n_trials: int = 40, workers: 
             # shortest exact floats: a trial's knobs (the committed 2/3 too) read back as measured
             write_atomic(trials_path, lambda tmp: trials.to_csv(tmp, index=False))
             chosen = candidates[candidates["selected"]].iloc[0]
-            echo(f"{family}: {chosen['trial']} selected (seeds {', '.join(map(str, SELECTION_SEEDS))}): loss "
+            seeds_used = (chosen["search_seeds"] if chosen.get("objective") == "design"  # measured as searched
+                          else ", ".join(map(str, SELECTION_SEEDS)))
+            echo(f"{family}: {chosen['trial']} selected (seeds {seeds_used}): loss "
                  f"{chosen['loss']:.3f}, Spearman {chosen['spearman']:.2f}, median error {chosen['median_error']:.3f}; "
                  f"written {reference / CALIBRATED_FILE}")
     return {name: p for name, (_, p) in presets.items()}
@@ -637,13 +683,13 @@ def run_measure(workers: int = 2, results: str | Path | None = None, reference: 
             print(f"note: {profile}: {failure}")
     table = fit_table(store)
     path = reference / FIT_FILE
-    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.4f"))
+    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.6f"))
     return path
 
 
 def measured_ratios(profile: str, store) -> pd.DataFrame:
     """Per dataset and model of a profile's overall runs: mean test Recall@20 over seeds, its ratio
-    to LightGCN's, and the number of seeds."""
+    to LightGCN's, its standard deviation over seeds and the number of seeds."""
     from .collect import collect
     from .datasets.named import synthetic_fingerprints
     from .grids import PUBLISHED_VARIANT
@@ -652,7 +698,7 @@ def measured_ratios(profile: str, store) -> pd.DataFrame:
     # the records of the presets as they are now: a preset tried and reverted leaves newer records
     runs = collect(profile, "overall", store=store, fingerprints=synthetic_fingerprints(profile))
     runs = runs[runs["variant"] != PUBLISHED_VARIANT]
-    means = runs.groupby(["dataset", "model"])["recall@20"].agg(["mean", "count"]).reset_index()
+    means = runs.groupby(["dataset", "model"])["recall@20"].agg(["mean", "std", "count"]).reset_index()
     reference = means[means["model"] == REFERENCE_MODEL].set_index("dataset")["mean"]
     means["ratio"] = means["mean"] / means["dataset"].map(reference)
     means["family"] = means["dataset"].map(dataset_family)
@@ -661,8 +707,8 @@ def measured_ratios(profile: str, store) -> pd.DataFrame:
 
 def fit_table(store) -> pd.DataFrame:
     """One row per family and model (the 13 baselines, then LGMRec, held out): the published ratio
-    and the reproduced ones before and after calibration (and the mean Recall@20 each is made of),
-    with their datasets and seeds."""
+    and the reproduced ones before and after calibration (and the mean Recall@20 each is made of, its
+    standard deviation over seeds), with their datasets and seeds."""
     rows = []
     measured = {stage: measured_ratios(profile, store).set_index(["family", "model"])
                 for stage, profile in MEASURE_PROFILES.items()}
@@ -675,6 +721,7 @@ def fit_table(store) -> pd.DataFrame:
                 found = frame.loc[(family, model)] if (family, model) in frame.index else None
                 row[stage] = found["ratio"] if found is not None else math.nan
                 row[f"{stage}_recall"] = found["mean"] if found is not None else math.nan
+                row[f"{stage}_recall_sd"] = found["std"] if found is not None else math.nan
                 row[f"{stage}_dataset"] = found["dataset"] if found is not None else ""
                 row[f"{stage}_seeds"] = int(found["count"]) if found is not None else 0
             rows.append(row)
@@ -718,6 +765,7 @@ def write_presets(presets: Mapping[str, tuple[str, SyntheticPreset]], path: Path
     return path
 
 
-__all__ = ["BASELINES", "FAMILIES", "FitScore", "SEARCH_MODELS", "SEARCH_SPACE", "fit_degrees", "fit_score",
-           "fit_summary", "fit_table", "gini", "measure_ratios", "optimise", "preset_for", "published_ratios",
-           "read_fit", "run_measure", "run_search", "search", "select", "write_presets"]
+__all__ = ["BASELINES", "FAMILIES", "FitNoise", "FitScore", "SEARCH_MODELS", "SEARCH_SPACE", "fit_degrees", "fit_noise",
+           "fit_score", "fit_summary", "fit_table", "gini", "measure_ratios", "optimise", "perfect_fit_noise",
+           "preset_for", "published_ratios", "read_fit", "run_measure", "run_search", "search", "select",
+           "write_presets"]

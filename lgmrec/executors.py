@@ -69,12 +69,15 @@ class GridSummary:
     planned: int = 0  # runs known at the start (tuned models' seeds included)
     ran: int = 0
     skipped: int = 0
-    failed: list[str] = field(default_factory=list)  # failed runs and units that gave up
+    failed: list[str] = field(default_factory=list)  # failed runs and units that gave up, one line each kind
+    failed_runs: int = 0  # runs recorded as failed (the whole grid's, earlier ones included)
     seconds: float = 0.0
 
     def line(self) -> str:
+        gave_up = sum(line.startswith("unit ") for line in self.failed)
         return (f"profile {self.profile}: {self.planned} runs in {self.units} units, {self.ran} run now, "
-                f"{self.skipped} already done, {len(self.failed)} failed, {self.seconds / 60:.1f} min")
+                f"{self.skipped} already done, {self.failed_runs} failed"
+                f"{f', {gave_up} unit(s) gave up' if gave_up else ''}, {self.seconds / 60:.1f} min")
 
 
 def usable_cores() -> int:
@@ -254,9 +257,10 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
         store.remove_temp_files(profile.name)
     summary.ran = tracker.ran
     summary.skipped = sum(before)
-    failed_runs = finished_runs(profile, only, store=store, fingerprints=current)[1]
-    if failed_runs:
-        summary.failed.insert(0, f"{failed_runs} run(s) recorded as failed (see their records; --retry-failed reruns them)")
+    summary.failed_runs = finished_runs(profile, only, store=store, fingerprints=current)[1]
+    if summary.failed_runs:
+        summary.failed.insert(0, f"{summary.failed_runs} run(s) recorded as failed (see their records; "
+                                 f"--retry-failed reruns them)")
     return summary
 
 

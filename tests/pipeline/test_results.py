@@ -203,10 +203,14 @@ def test_failed_runs_are_recorded_and_the_grid_goes_on(store, monkeypatch):
     monkeypatch.setattr(bpr, "SPEC", dataclasses.replace(bpr.SPEC, build=broken_build))
     summary = grid(tiny_profile(), store, "overall")
     assert summary.ran == 2 and len(summary.failed) == 1 and "1 run(s) recorded as failed" in summary.failed[0]
+    assert ", 1 failed," in summary.line()
     table = store.load("tiny").set_index("model")
     assert table.loc["bpr", "status"] == "failed" and "RuntimeError: simulated bug" in table.loc["bpr", "error"]
     assert table.loc["lgmrec", "status"] == "ok" and table.loc["lgmrec", "recall@20"] > 0
     assert math.isnan(table.loc["bpr", "recall@20"])
+    # the line counts failed runs, not failure messages (it said "1 failed" with 2 failed runs)
+    summary = grid(tiny_profile(seeds=(999, 1)), store, "overall")
+    assert summary.failed_runs == 2 and ", 2 failed," in summary.line() and len(summary.failed) == 1
 
 
 def test_retry_failed_reruns_only_failed_runs_and_force_reruns_all(store, monkeypatch, capsys):
