@@ -107,7 +107,7 @@ def fit_tables() -> Tables:
         f"Target met on {int(met.sum())} of {len(met)} dataset families "
         f"({', '.join(f for f, ok in met.items() if ok) or 'none'}). Could the measure have seen a fit? A preset whose "
         f"true ratios were the published ones would meet the target in "
-        f"{', '.join(f'{100 * n.meets_target:.0f} %' for n in noise.values())} of measures ({', '.join(noise)}) "
+        f"{', '.join(f'{100 * n.meets_target:.1f} %' for n in noise.values())} of measures ({', '.join(noise)}) "
         f"through the seed noise measured here (each model's standard deviation of Recall@20 over the "
         f"{int(fit['after_seeds'].max())} seeds; the tuning choice and the data draw as measured, models "
         f"independent; each table's note). "
@@ -132,7 +132,7 @@ def fit_tables() -> Tables:
                      f"seed noise, Spearman {family_noise.spearman[1]:.2f} [{family_noise.spearman[0]:.2f}, "
                      f"{family_noise.spearman[2]:.2f}] and median error {family_noise.median_error[1]:.3f} "
                      f"[{family_noise.median_error[0]:.3f}, {family_noise.median_error[2]:.3f}] (median [5 %, 95 %] "
-                     f"of {family_noise.draws:,} draws) and meet the target in {100 * family_noise.meets_target:.0f} "
+                     f"of {family_noise.draws:,} draws) and meet the target in {100 * family_noise.meets_target:.1f} "
                      f"% of measures (calibration.perfect_fit_noise)")
         out.append(Table(shown, f"calibration-fit-{family}", digits=3,
                          caption=f"{family.capitalize()}: Recall@20 relative to LightGCN, published vs reproduced on "

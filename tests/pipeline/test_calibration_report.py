@@ -34,7 +34,7 @@ def test_methods_tables_show_the_committed_calibration():
     assert shown.loc["LGMRec", "in the fit"] == "no: held out"
     assert "Spearman" in tables[0].note
     noise = C.fit_noise(fit, "baby")  # what a perfect preset would show through the measure's seed noise
-    assert f"meet the target in {100 * noise.meets_target:.0f} % of measures" in tables[0].note
+    assert f"meet the target in {100 * noise.meets_target:.1f} % of measures" in tables[0].note
 
 
 def test_held_out_check_on_a_calibrated_preset(store):
