@@ -73,8 +73,12 @@ class GridSummary:
     failed_runs: int = 0  # runs recorded as failed (the whole grid's, earlier ones included)
     seconds: float = 0.0
 
+    @property
+    def units_given_up(self) -> int:
+        return sum(line.startswith("unit ") for line in self.failed)
+
     def line(self) -> str:
-        gave_up = sum(line.startswith("unit ") for line in self.failed)
+        gave_up = self.units_given_up
         return (f"profile {self.profile}: {self.planned} runs in {self.units} units, {self.ran} run now, "
                 f"{self.skipped} already done, {self.failed_runs} failed"
                 f"{f', {gave_up} unit(s) gave up' if gave_up else ''}, {self.seconds / 60:.1f} min")
