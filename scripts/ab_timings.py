@@ -1,0 +1,71 @@
+"""Side-by-side timings of two commits from the logs of ``scripts/fresh_clone_reproduce.sh``.
+
+    python scripts/ab_timings.py LOG [LOG ...] [--new COMMIT]
+
+Each LOG is a ``reproduce.log`` (or the folder holding it) of one fresh-clone ``nox -s reproduce``,
+given in the order they ran. Prints one line per run (commit, start, the whole reproduce, the
+grid's own minutes from its summary line, its runs) and, for two commits, the grid ratio new / old
+over all runs (mean over mean), and the ratio of every two adjacent runs of different commits, so a
+drifting machine shows. ``--new``: the commit under test (default: the first log's). Issue 25's
+notes and docs/performance.md quote these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+HEAD = re.compile(r"^commit (\S+) start (\S+)")
+GRID = re.compile(r"profile \S+: (\d+) runs in \d+ units, .*?, ([\d.]+) min\s*$")
+END = re.compile(r"^rc=(\d+) seconds=(\d+)")
+
+
+def read_log(path: Path) -> dict:
+    path = path / "reproduce.log" if path.is_dir() else path
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise SystemExit(f"{path}: cannot read ({exc.strerror})")
+    run = {"log": str(path)}
+    for line in text.splitlines():
+        line = line.rsplit("\r", 1)[-1]  # the last state of a progress-bar line
+        if m := HEAD.match(line):
+            run["commit"], run["start"] = m.groups()
+        elif m := GRID.search(line):
+            run["runs"], run["grid_min"] = int(m.group(1)), float(m.group(2))
+        elif m := END.match(line):
+            run["rc"], run["seconds"] = int(m.group(1)), int(m.group(2))
+    missing = [k for k in ("commit", "grid_min", "seconds") if k not in run]
+    if missing:
+        raise SystemExit(f"{path}: not a finished fresh-clone reproduce log (no {', '.join(missing)})")
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("logs", nargs="+", type=Path)
+    parser.add_argument("--new", help="the commit under test (a prefix; default: the first log's)")
+    args = parser.parse_args(argv)
+    runs = [read_log(p) for p in args.logs]
+    for run in runs:
+        minutes, seconds = divmod(run["seconds"], 60)
+        print(f"{run['commit']:>10}  {run['start']}  reproduce {minutes:2d} min {seconds:02d} s  "
+              f"grid {run['grid_min']:5.1f} min  {run['runs']} runs  rc={run['rc']}")
+    commits = list(dict.fromkeys(r["commit"] for r in runs))
+    if len(commits) != 2:
+        return
+    new = next((c for c in commits if args.new and c.startswith(args.new)), commits[0])
+    old = commits[1] if new == commits[0] else commits[0]
+    total = {c: sum(r["grid_min"] for r in runs if r["commit"] == c) for c in commits}
+    count = {c: sum(r["commit"] == c for r in runs) for c in commits}
+    pairs = [f"{a['grid_min'] / b['grid_min']:.3f}" if a["commit"] == new else f"{b['grid_min'] / a['grid_min']:.3f}"
+             for a, b in zip(runs, runs[1:]) if a["commit"] != b["commit"]]
+    print(f"grid {new} / {old}: {total[new] / count[new]:.2f} / {total[old] / count[old]:.2f} min = "
+          f"{total[new] / count[new] / (total[old] / count[old]):.3f} ({count[new]} and {count[old]} runs); "
+          f"adjacent pairs {', '.join(pairs)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""scripts/ab_timings.py: the figures issue 25 quotes, read from fresh-clone reproduce logs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ab_timings.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("ab_timings", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_log(folder: Path, commit: str, grid_min: float, runs: int, seconds: int) -> Path:
+    folder.mkdir()
+    (folder / "reproduce.log").write_text(
+        f"commit {commit} start 2026-12-06T19:04:01Z\nnox > Running session reproduce\n"
+        f"grid embedded:  99%|#| 10/{runs} [00:10<00:00]\rprofile embedded: {runs} runs in 58 units, {runs} run now, "
+        f"0 already done, 1 failed, {grid_min} min\nexecuted 15 notebooks in 81.0 s\n"
+        f"rc=0 seconds={seconds} end 2026-12-06T19:20:00Z\n")
+    return folder
+
+
+def test_the_ratio_pools_every_run_and_shows_each_adjacent_pair(tmp_path, capsys):
+    logs = [write_log(tmp_path / name, commit, grid, runs, 900)
+            for name, commit, grid, runs in [("A1", "aaaaaaa", 12.0, 651), ("B1", "bbbbbbb", 20.0, 561),
+                                             ("A2", "aaaaaaa", 15.0, 651), ("B2", "bbbbbbb", 18.0, 561)]]
+    load().main([str(p) for p in logs])
+    out = capsys.readouterr().out
+    assert "grid  12.0 min  651 runs" in out and "reproduce 15 min 00 s" in out
+    # (12 + 15) / 2 over (20 + 18) / 2; pairs A1/B1, A2/B1, A2/B2
+    assert "grid aaaaaaa / bbbbbbb: 13.50 / 19.00 min = 0.711 (2 and 2 runs); adjacent pairs 0.600, 0.750, 0.833" in out
+    load().main([str(p) for p in logs] + ["--new", "bbb"])
+    assert "grid bbbbbbb / aaaaaaa: 19.00 / 13.50 min = 1.407" in capsys.readouterr().out
+
+
+def test_an_unfinished_log_is_named_in_one_line(tmp_path):
+    folder = tmp_path / "A1"
+    folder.mkdir()
+    (folder / "reproduce.log").write_text("commit aaaaaaa start 2026-12-06T19:04:01Z\n")
+    with pytest.raises(SystemExit, match=r"A1/reproduce.log: not a finished fresh-clone reproduce log \(no grid_min, seconds\)"):
+        load().main([str(folder)])
