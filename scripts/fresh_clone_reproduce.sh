@@ -2,7 +2,8 @@
 # Time `nox -s reproduce` as a newcomer would: a fresh clone of COMMIT in FOLDER/repo, with HOME and
 # every cache the suite writes (lgmrec's under XDG_CACHE_HOME, uv, pip, matplotlib) in new empty
 # folders. Writes FOLDER/reproduce.log, ending "rc=... seconds=...". For side-by-side timings run
-# two commits one after the other, alternated, on an otherwise quiet machine.
+# two commits one after the other, alternated, on an otherwise quiet machine; scripts/ab_timings.py
+# reads the logs and prints the ratio.
 # Usage: scripts/fresh_clone_reproduce.sh FOLDER [COMMIT] [REPOSITORY]
 set -u
 folder=$(realpath -m "${1:?usage: $0 FOLDER [COMMIT] [REPOSITORY]}")
