@@ -209,7 +209,7 @@ def run_grid_command(args: argparse.Namespace) -> int:
     for line in summary.failed:
         print(f"  failed: {line}")
     print(f"results in {store.root / profile.name}")
-    return EXIT_FAILED_RUN if summary.units_given_up else 0
+    return EXIT_FAILED_RUN if summary.gave_up else 0
 
 
 def _add_check(commands) -> None:

@@ -69,16 +69,18 @@ class GridSummary:
     planned: int = 0  # runs known at the start (tuned models' seeds included)
     ran: int = 0
     skipped: int = 0
-    failed: list[str] = field(default_factory=list)  # failed runs and units that gave up, one line each kind
     failed_runs: int = 0  # runs recorded as failed (the whole grid's, earlier ones included)
+    gave_up: list[str] = field(default_factory=list)  # units whose every attempt failed, a line each
     seconds: float = 0.0
 
     @property
-    def units_given_up(self) -> int:
-        return sum(line.startswith("unit ") for line in self.failed)
+    def failed(self) -> list[str]:
+        """What failed, a line each: the failed runs (one line for all), then each unit that gave up."""
+        runs = [f"{self.failed_runs} run(s) recorded as failed (see their records; --retry-failed reruns them)"]
+        return (runs if self.failed_runs else []) + self.gave_up
 
     def line(self) -> str:
-        gave_up = self.units_given_up
+        gave_up = len(self.gave_up)
         return (f"profile {self.profile}: {self.planned} runs in {self.units} units, {self.ran} run now, "
                 f"{self.skipped} already done, {self.failed_runs} failed"
                 f"{f', {gave_up} unit(s) gave up' if gave_up else ''}, {self.seconds / 60:.1f} min")
@@ -252,7 +254,7 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     start = time.perf_counter()
     backend = {"local": _run_local, "ray": _run_ray, "inprocess": _run_inprocess}[executor]
     try:
-        summary.failed += backend(profile, work, store, options, tracker, threads)
+        summary.gave_up = backend(profile, work, store, options, tracker, threads)
     finally:
         tracker.close()
         summary.seconds = time.perf_counter() - start
@@ -262,9 +264,6 @@ def run_grid(profile: str | Profile, only: str | list[str] | None = None, store:
     summary.ran = tracker.ran
     summary.skipped = sum(before)
     summary.failed_runs = finished_runs(profile, only, store=store, fingerprints=current)[1]
-    if summary.failed_runs:
-        summary.failed.insert(0, f"{summary.failed_runs} run(s) recorded as failed (see their records; "
-                                 f"--retry-failed reruns them)")
     return summary
 
 
