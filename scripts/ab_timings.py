@@ -4,9 +4,10 @@
 
 Each LOG is a ``reproduce.log`` (or the folder holding it) of one fresh-clone ``nox -s reproduce``,
 given in the order they ran. Prints one line per run (commit, start, the whole reproduce, the
-grid's own minutes from its summary line, its runs) and, for two commits, the grid ratio new / old
-over all runs (mean over mean), and the ratio of every two adjacent runs of different commits, so a
-drifting machine shows. ``--new``: the commit under test (default: the first log's). Issue 25's
+grid's own minutes from its summary line, its runs, and, where the log holds the machine's CPU
+counters, the share of CPU time busy and the seconds the hypervisor stole over the whole run) and,
+for two commits, the grid ratio new / old over all runs (mean over mean), and the ratio of every two
+adjacent runs of different commits, so a drifting machine shows. ``--new``: the commit under test (default: the first log's). Issue 25's
 notes and docs/performance.md quote these figures.
 """
 
@@ -20,6 +21,17 @@ from pathlib import Path
 HEAD = re.compile(r"^commit (\S+) start (\S+)")
 GRID = re.compile(r"profile \S+: (\d+) runs in \d+ units, .*?, ([\d.]+) min\s*$")
 END = re.compile(r"^rc=(\d+) seconds=(\d+)")
+PROC_STAT = re.compile(r"^proc-stat (start|end) cpu\s+([\d ]+)$")
+USER_HZ = 100  # /proc/stat counts in these ticks per second (Linux's USER_HZ)
+
+
+def cpu_use(start: list[int], end: list[int]) -> dict:
+    """Busy share of all CPU time and stolen seconds between two /proc/stat cpu lines (user nice
+    system idle iowait irq softirq steal ...; guest time is already counted in user)."""
+    delta = [b - a for a, b in zip(start, end)]
+    total = sum(delta[:8])
+    idle = delta[3] + delta[4]
+    return {"busy": (total - idle) / total if total else float("nan"), "steal_s": delta[7] / USER_HZ}
 
 
 def read_log(path: Path) -> dict:
@@ -37,9 +49,13 @@ def read_log(path: Path) -> dict:
             run["runs"], run["grid_min"] = int(m.group(1)), float(m.group(2))
         elif m := END.match(line):
             run["rc"], run["seconds"] = int(m.group(1)), int(m.group(2))
+        elif m := PROC_STAT.match(line):
+            run[f"cpu_{m.group(1)}"] = [int(v) for v in m.group(2).split()]
     missing = [k for k in ("commit", "grid_min", "seconds") if k not in run]
     if missing:
         raise SystemExit(f"{path}: not a finished fresh-clone reproduce log (no {', '.join(missing)})")
+    if "cpu_start" in run and "cpu_end" in run:
+        run.update(cpu_use(run["cpu_start"], run["cpu_end"]))
     return run
 
 
@@ -51,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = [read_log(p) for p in args.logs]
     for run in runs:
         minutes, seconds = divmod(run["seconds"], 60)
+        machine = f"  cpu busy {run['busy']:.0%}, steal {run['steal_s']:.1f} s" if "busy" in run else ""
         print(f"{run['commit']:>10}  {run['start']}  reproduce {minutes:2d} min {seconds:02d} s  "
-              f"grid {run['grid_min']:5.1f} min  {run['runs']} runs  rc={run['rc']}")
+              f"grid {run['grid_min']:5.1f} min  {run['runs']} runs  rc={run['rc']}{machine}")
     commits = list(dict.fromkeys(r["commit"] for r in runs))
     if len(commits) != 2:
         return

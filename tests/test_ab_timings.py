@@ -46,3 +46,15 @@ def test_an_unfinished_log_is_named_in_one_line(tmp_path):
     (folder / "reproduce.log").write_text("commit aaaaaaa start 2026-12-06T19:04:01Z\n")
     with pytest.raises(SystemExit, match=r"A1/reproduce.log: not a finished fresh-clone reproduce log \(no grid_min, seconds\)"):
         load().main([str(folder)])
+
+
+def test_the_machines_cpu_counters_give_busy_share_and_stolen_seconds(tmp_path, capsys):
+    folder = write_log(tmp_path / "A1", "aaaaaaa", 14.0, 651, 1000)
+    text = (folder / "reproduce.log").read_text().splitlines(keepends=True)
+    # user nice system idle iowait irq softirq steal guest guest_nice, in ticks of 1/100 s
+    start = "proc-stat start cpu  1000 0 100 5000 10 0 5 20 0 0\n"
+    end = "proc-stat end cpu  181000 0 8100 25000 10 0 5 370 0 0\n"  # +180000 +8000 +20000 idle +350 steal
+    (folder / "reproduce.log").write_text("".join(text[:1] + [start] + text[1:-1] + [end] + text[-1:]))
+    load().main([str(folder)])
+    # busy: (180000 + 8000 + 350) / (180000 + 8000 + 20000 + 350) = 90 %
+    assert "rc=0  cpu busy 90%, steal 3.5 s" in capsys.readouterr().out
