@@ -1,8 +1,11 @@
-"""Shared fixtures: tiny synthetic datasets, generated in memory and on disk; the ``--device`` option."""
+"""Shared fixtures: tiny synthetic datasets, generated in memory and on disk; the ``--device`` option;
+the scripts of ``scripts/`` as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,15 @@ def one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def load_script():
+    """``load_script("ab_timings")``: ``scripts/ab_timings.py`` imported as a module (the scripts are
+    run by path, not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
