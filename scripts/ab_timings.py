@@ -7,14 +7,15 @@ given in the order they ran. Prints one line per run (commit, start, the whole r
 grid's own minutes from its summary line, its runs, and, where the log holds the machine's CPU
 counters, the share of CPU time busy and the seconds the hypervisor stole over the whole run) and,
 for two commits, the grid ratio new / old over all runs (mean over mean), and the ratio of every two
-adjacent runs of different commits, so a drifting machine shows. ``--new``: the commit under test (default: the first log's). Issue 25's
-notes and docs/performance.md quote these figures.
+adjacent runs of different commits, so a drifting machine shows. ``--new``: the commit under test
+(default: the first log's). Issue 25's notes and docs/performance.md quote these figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -75,13 +76,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     new = next((c for c in commits if args.new and c.startswith(args.new)), commits[0])
     old = commits[1] if new == commits[0] else commits[0]
-    total = {c: sum(r["grid_min"] for r in runs if r["commit"] == c) for c in commits}
-    count = {c: sum(r["commit"] == c for r in runs) for c in commits}
+    grids = {c: [r["grid_min"] for r in runs if r["commit"] == c] for c in commits}
+    mean = {c: statistics.mean(minutes) for c, minutes in grids.items()}
     pairs = [f"{a['grid_min'] / b['grid_min']:.3f}" if a["commit"] == new else f"{b['grid_min'] / a['grid_min']:.3f}"
              for a, b in zip(runs, runs[1:]) if a["commit"] != b["commit"]]
-    print(f"grid {new} / {old}: {total[new] / count[new]:.2f} / {total[old] / count[old]:.2f} min = "
-          f"{total[new] / count[new] / (total[old] / count[old]):.3f} ({count[new]} and {count[old]} runs); "
-          f"adjacent pairs {', '.join(pairs)}")
+    print(f"grid {new} / {old}: {mean[new]:.2f} / {mean[old]:.2f} min = {mean[new] / mean[old]:.3f} "
+          f"({len(grids[new])} and {len(grids[old])} runs); adjacent pairs {', '.join(pairs)}")
 
 
 if __name__ == "__main__":
